@@ -1,0 +1,36 @@
+# mvr: set-up, demo and tests. `make demo` and `make test` are the README's two Quick start commands.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO ?= demo
+export MVR_CACHE ?= $(HOME)/.cache/mvr
+
+.PHONY: demo test system-deps clean-demo
+
+# Debian packages mvr needs at run time (ffmpeg) and for the tests' browser (chromium); installed only if missing.
+system-deps:
+	@command -v ffmpeg >/dev/null && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg python3-venv >/dev/null; }
+
+$(BIN)/mvr: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[web,test]'
+	@touch $@
+
+# Builds a small labelled collection from real open media, indexes it, and shows one query per modality.
+demo: system-deps $(BIN)/mvr
+	$(BIN)/mvr dataset build $(DEMO)/collection --size small
+	$(BIN)/mvr index $(DEMO)/collection/manifest.csv --catalog $(DEMO)/catalog --quiet
+	@query=$$(sed -n 2p $(DEMO)/collection/manifest.csv | cut -d, -f1); \
+	for modality in audio visual fused; do \
+	  echo; $(BIN)/mvr query $(DEMO)/collection/$$query --catalog $(DEMO)/catalog --modality $$modality || exit 1; \
+	done
+
+test: system-deps $(BIN)/mvr
+	$(BIN)/python -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO)

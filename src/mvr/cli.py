@@ -1,0 +1,196 @@
+"""The ``mvr`` command line: one verb per stage of the pipeline, each a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mvr import __version__
+from mvr.catalog import Catalog
+from mvr.errors import MvrError
+
+EXIT_FAILED = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 an item or the command failed, 2 bad usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (MvrError, ValueError) as exc:
+        print(f"mvr: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("mvr: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every verb."""
+    from mvr.features import DEFAULT_BACKBONE, DEFAULT_MAX_KEYFRAMES
+    from mvr.search import DEFAULT_METRICS, METRICS, SEARCH_MODALITIES
+
+    parser = argparse.ArgumentParser(prog="mvr", description="Content-based music video retrieval.")
+    parser.add_argument("--version", action="version", version=f"mvr {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def catalog_option(sub: argparse.ArgumentParser) -> None:
+        default = os.environ.get("MVR_CATALOG")
+        sub.add_argument("--catalog", type=Path, default=default, required=default is None,
+                         help="catalog folder (default: $MVR_CATALOG)")
+
+    def visual_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--backbone", default=None,
+                         help=f"visual CNN (default: the catalog's, or {DEFAULT_BACKBONE} for a new one)")
+        sub.add_argument("--weights", type=Path, default=None, help="the backbone's weights file")
+        sub.add_argument("--max-keyframes", type=int, default=None,
+                         help=f"keyframes per video, spread evenly (default {DEFAULT_MAX_KEYFRAMES}; 0 = all)")
+
+    index = verbs.add_parser("index", help="add videos (files, folders, URLs, manifests) to a catalog")
+    index.add_argument("sources", nargs="+", metavar="SOURCE",
+                       help="video file, folder, http(s) URL, CSV manifest or the study's JSON manifest")
+    catalog_option(index)
+    index.add_argument("--label", help="label for items that have none from a manifest")
+    visual_options(index)
+    index.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+    index.set_defaults(run=run_index)
+
+    query = verbs.add_parser("query", help="recommend the catalog videos most similar to a video")
+    query.add_argument("source", metavar="SOURCE", help="video file or http(s) URL")
+    catalog_option(query)
+    query.add_argument("--modality", choices=SEARCH_MODALITIES, default="audio")
+    query.add_argument("--metric", choices=METRICS, default=None,
+                       help="distance metric (default per modality: "
+                            + ", ".join(f"{m} {d}" for m, d in DEFAULT_METRICS.items()) + ")")
+    query.add_argument("-k", type=_positive_int, default=5, help="how many recommendations (default 5)")
+    query.add_argument("--json", action="store_true", help="print JSON")
+    visual_options(query)
+    query.set_defaults(run=run_query)
+
+    listing = verbs.add_parser("list", help="list the catalog's videos")
+    catalog_option(listing)
+    listing.add_argument("--label", help="only videos with this label")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=run_list)
+
+    features = verbs.add_parser("features", help="print one video's aggregated feature vector")
+    features.add_argument("source", metavar="SOURCE", help="video or audio file")
+    features.add_argument("--modality", choices=("audio", "visual"), default="audio")
+    features.add_argument("--json", action="store_true", help="print JSON")
+    visual_options(features)
+    features.set_defaults(run=run_features)
+
+    dataset = verbs.add_parser("dataset", help="build a labelled benchmark collection from open media")
+    dataset_verbs = dataset.add_subparsers(dest="dataset_verb", required=True, metavar="VERB")
+    build = dataset_verbs.add_parser("build", help="assemble labelled music videos and a manifest.csv")
+    build.add_argument("out", type=Path, metavar="DIR")
+    build.add_argument("--mode", choices=("coupled", "mixed", "factorial"), default="coupled")
+    build.add_argument("--size", choices=("small", "full"), default="small")
+    build.set_defaults(run=run_dataset_build)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _visual_settings(args: argparse.Namespace):
+    """The visual settings the command line asks for, or None to use the catalog's."""
+    from mvr.features import DEFAULT_BACKBONE, DEFAULT_MAX_KEYFRAMES, VisualSettings
+
+    if args.backbone is None and args.max_keyframes is None and args.weights is None:
+        return None
+    cap = DEFAULT_MAX_KEYFRAMES if args.max_keyframes is None else (args.max_keyframes or None)
+    return VisualSettings(backbone=args.backbone or DEFAULT_BACKBONE, max_keyframes=cap, weights=args.weights)
+
+
+def run_index(args: argparse.Namespace) -> int:
+    """``mvr index``: add sources to the catalog, one line per item, a summary at the end."""
+    from mvr.collection import Outcome, index_sources
+
+    def show(outcome: Outcome) -> None:
+        if outcome.status == "failed":
+            print(f"failed   {outcome.source}: {outcome.reason}", file=sys.stderr)
+        elif not args.quiet:
+            where = f"#{outcome.video.id} {outcome.video.title}" if outcome.video else outcome.source
+            note = f" ({outcome.reason})" if outcome.reason else ""
+            print(f"{outcome.status:<8} {where}{note}", file=sys.stderr)
+
+    with Catalog.open(args.catalog) as catalog:
+        report = index_sources(catalog, args.sources, label=args.label, settings=_visual_settings(args),
+                               on_outcome=show)
+        print(f"{report.summary()}; the catalog holds {len(catalog)} videos")
+    return EXIT_FAILED if report.count("failed") else 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    """``mvr query``: print the top-k recommendations as a table or JSON."""
+    from mvr.search import recommend
+
+    with Catalog.open(args.catalog, create=False) as catalog:
+        found = recommend(catalog, args.source, modality=args.modality, metric=args.metric, k=args.k,
+                          settings=_visual_settings(args))
+    for note in found.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2))
+        return 0
+    print(f"{found.modality} recommendations for {found.query['title']} ({found.metric} distance)")
+    rows = [(str(m.rank), m.video.title, m.video.label or "", f"{m.distance:.6g}") for m in found.matches]
+    _print_table(("rank", "title", "label", "distance"), rows)
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """``mvr list``: the catalog's videos."""
+    with Catalog.open(args.catalog, create=False) as catalog:
+        videos = catalog.videos(label=args.label)
+    if args.json:
+        print(json.dumps([video.to_dict() for video in videos], indent=2))
+        return 0
+    rows = [(str(v.id), v.title, v.label or "", f"{v.duration:.1f}", ",".join(v.modalities)) for v in videos]
+    _print_table(("id", "title", "label", "duration", "vectors"), rows)
+    return 0
+
+
+def run_features(args: argparse.Namespace) -> int:
+    """``mvr features``: one file's aggregated vector of one modality."""
+    from mvr.features import VisualSettings, extract_features
+
+    settings = _visual_settings(args) or VisualSettings()
+    features = extract_features(Path(args.source), modalities=(args.modality,), settings=settings)
+    extractor, vector = features.vectors[args.modality]
+    if args.json:
+        backbone = settings.backbone if args.modality == "visual" else None
+        print(json.dumps({"modality": args.modality, "backbone": backbone, "extractor": extractor,
+                          "dims": int(vector.size), "vector": [float(x) for x in vector]}))
+    else:
+        print(" ".join(f"{x:.8g}" for x in vector))
+    return 0
+
+
+def run_dataset_build(args: argparse.Namespace) -> int:
+    """``mvr dataset build``: the labelled benchmark collection and its manifest."""
+    from mvr.dataset import build_collection
+
+    manifest = build_collection(args.out, mode=args.mode, size=args.size)
+    print(f"manifest: {manifest}")
+    return 0
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""Exceptions raised by mvr.
+
+Every message names the item it is about and the reason, on one line, so that the CLI and the web layer can show
+it as it is.
+"""
+
+from __future__ import annotations
+
+
+class MvrError(Exception):
+    """Base class of the errors mvr reports to its user."""
+
+
+class MediaError(MvrError):
+    """A source could not be read, decoded or downloaded, or lacks what an extractor needs."""
+
+    def __init__(self, item: str, reason: str) -> None:
+        super().__init__(f"{item}: {reason}")
+        self.item = item
+        self.reason = reason
+
+
+class CatalogError(MvrError):
+    """The catalog is missing, damaged, or refuses an operation (for example a backbone mismatch)."""
+
+
+class DegenerateMetricError(MvrError):
+    """A distance metric gives the same distance (or no finite distance) to every candidate."""
