@@ -6,13 +6,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO ?= demo
 export MVR_CACHE ?= $(HOME)/.cache/mvr
 
-.PHONY: demo test system-deps clean-demo
+.PHONY: demo test serve system-deps test-deps clean-demo
 
-# Debian packages mvr needs at run time (ffmpeg) and for the tests' browser (chromium); installed only if missing.
+# Debian packages mvr needs at run time, installed only if missing; the tests also drive a real browser.
+APT_INSTALL = $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq
 system-deps:
-	@command -v ffmpeg >/dev/null && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg python3-venv >/dev/null; }
+	@command -v ffmpeg >/dev/null && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
+	  { $(APT_INSTALL) ffmpeg python3-venv >/dev/null; }
+
+test-deps: system-deps
+	@command -v chromium >/dev/null || { $(APT_INSTALL) chromium >/dev/null; }
 
 $(BIN)/mvr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +32,12 @@ demo: system-deps $(BIN)/mvr
 	  echo; $(BIN)/mvr query $(DEMO)/collection/$$query --catalog $(DEMO)/catalog --modality $$modality || exit 1; \
 	done
 
-test: system-deps $(BIN)/mvr
+test: test-deps $(BIN)/mvr
 	$(BIN)/python -m pytest -q
+
+# The dashboard over the demo catalog, on http://127.0.0.1:8000
+serve: $(BIN)/mvr
+	$(BIN)/mvr serve --catalog $(DEMO)/catalog
 
 clean-demo:
 	rm -rf $(DEMO)

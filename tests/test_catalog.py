@@ -87,3 +87,11 @@ def test_a_foreign_file_is_not_taken_for_a_catalog(tmp_path: Path) -> None:
     (tmp_path / "cat" / DATABASE_NAME).write_text("not sqlite at all" * 100)
     with pytest.raises(CatalogError, match="not an mvr catalog"):
         Catalog.open(tmp_path / "cat")
+
+
+def test_matrix_sees_videos_added_through_another_connection(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path / "cat") as reader, Catalog.open(tmp_path / "cat") as writer:
+        writer.add(new_video(tmp_path, "a", np.zeros(3)))
+        assert reader.matrix("audio").ids.tolist() == [1]
+        writer.add(new_video(tmp_path, "b", np.ones(3)))
+        assert reader.matrix("audio").ids.tolist() == [1, 2]

@@ -4,10 +4,12 @@ The study (section 3.1) describes each video's sound with pyAudioAnalysis: 34 fe
 frames, then the mean and standard deviation of each over 1 s segments, 136 numbers per segment. This module
 computes the same numbers, with the same quirks, and reduces them to one vector per video (the median over
 segments). It follows ``ShortTermFeatures.feature_extraction`` and ``MidTermFeatures.mid_feature_extraction`` of
-pyAudioAnalysis 0.3.14, which the tests use as an oracle, but works on all frames at once: one batched FFT,
-filter banks as matrix products, reductions along rows. The results agree with pyAudioAnalysis to the last few
-bits; where the order of floating-point operations matters most (the MFCCs, whose small coefficients would show
-any rounding difference as a large relative one) it is the same as pyAudioAnalysis' own.
+pyAudioAnalysis 0.3.14, which the tests use as an oracle, but works on many frames at once: a batched FFT,
+filter banks as matrix products, reductions along rows. Frames go in chunks of 2**18 samples (6 s at 44.1 kHz), so
+that memory stays bounded on long files, and the chunks run on threads (half the CPUs). The results agree with
+pyAudioAnalysis to the last few bits; where the order of floating-point operations matters most (the MFCCs and
+the spectral flux, whose small values would show any rounding difference as a large relative one) it is
+pyAudioAnalysis' own.
 
 Quirks of pyAudioAnalysis kept on purpose, because the catalogued vectors must mean what the study's meant:
 
@@ -56,6 +58,10 @@ FEATURE_NAMES: tuple[str, ...] = tuple(
 )
 """The 136 segment feature names in pyAudioAnalysis' order: the 68 means, then the 68 standard deviations."""
 
+# The study's settings (section 3.1): 50 ms frames every 50 ms, 1 s segments every 1 s.
+_FRAME_S = 0.050
+_SEGMENT_S = 1.0
+
 _N_BASE = len(_BASE_NAMES)  # 34
 _EPS = sys.float_info.epsilon  # pyAudioAnalysis' ShortTermFeatures.eps
 _N_SUB_BLOCKS = 10  # sub-frames of the energy and spectral entropies
@@ -67,14 +73,14 @@ _MEL_LOW_HZ, _MEL_LIN_STEP, _MEL_LOG_STEP, _MEL_N_LIN, _MEL_N_LOG = 133.33, 200 
 _N_MEL = _MEL_N_LIN + _MEL_N_LOG
 # Samples per chunk of frames. Bounds memory on long files (a chunk's frames, spectra and temporaries stay within
 # a few MB, so they also stay in cache) while keeping each numpy call large enough to amortise its overhead.
-_CHUNK_SAMPLES = 1 << 17
+_CHUNK_SAMPLES = 1 << 18
 
 
 def short_term_features(
     signal: np.ndarray,
     sample_rate: int,
-    window: float = 0.050,
-    step: float = 0.050,
+    window: float = _FRAME_S,
+    step: float = _FRAME_S,
     deltas: bool = True,
 ) -> np.ndarray:
     """Compute pyAudioAnalysis' short-term features of a mono signal.
@@ -113,23 +119,28 @@ def short_term_features(
     if n_frames == 0:
         raise ValueError(f"signal of {signal.size} samples is shorter than one {plan.window}-sample window")
     offset, divisor = _normalisation(signal)
+    if not (math.isfinite(offset) and math.isfinite(divisor)):  # NaN and infinities reach the mean and extremes
+        raise ValueError("signal has NaN or infinite samples")
     base = np.empty((_N_BASE, n_frames))
     per_chunk = max(1, _CHUNK_SAMPLES // plan.step)
+    starts = list(range(0, n_frames, per_chunk))
+    # Half the CPUs: one thread a physical core on SMT machines, and room for the visual extractor that
+    # features.extract_features runs beside this one. On a 2-vCPU machine a second thread measured slower.
+    workers = max(1, min(len(starts), _cores() // 2))
 
-    def fill(first: int) -> None:
-        stop = min(first + per_chunk, n_frames)
-        base[:, first:stop] = _frame_features(signal, offset, divisor, plan, first, stop)
+    def run(share: list[int]) -> None:
+        scratch = _Scratch(plan, min(per_chunk, n_frames) + 1)
+        for first in share:
+            stop = min(first + per_chunk, n_frames)
+            base[:, first:stop] = _frame_features(signal, offset, divisor, plan, first, stop, scratch)
 
-    starts = range(0, n_frames, per_chunk)
-    workers = min(len(starts), os.cpu_count() or 1)
     if workers > 1:
-        # numpy's FFT, ufuncs and BLAS release the GIL, so chunks run side by side; each chunk reads the frame
-        # before it for the spectral flux, so chunks are independent and the numbers do not depend on the split.
+        # numpy's FFT, ufuncs and BLAS release the GIL, so chunks run side by side. Each chunk re-reads the frame
+        # before it for the spectral flux, so the numbers do not depend on the split.
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(fill, starts))
+            list(pool.map(run, [starts[i::workers] for i in range(workers)]))
     else:
-        for first in starts:
-            fill(first)
+        run(starts)
     if not deltas:
         return base
     out = np.zeros((2 * _N_BASE, n_frames))
@@ -141,10 +152,10 @@ def short_term_features(
 def segment_features(
     signal: np.ndarray,
     sample_rate: int,
-    segment: float = 1.0,
-    segment_step: float = 1.0,
-    window: float = 0.050,
-    step: float = 0.050,
+    segment: float = _SEGMENT_S,
+    segment_step: float = _SEGMENT_S,
+    window: float = _FRAME_S,
+    step: float = _FRAME_S,
 ) -> np.ndarray:
     """Compute pyAudioAnalysis' mid-term features: mean and std of the short-term features per segment.
 
@@ -205,10 +216,11 @@ def audio_vector(path: Path, info: media.MediaInfo | None = None) -> np.ndarray:
     if not info.has_audio:
         raise MediaError(str(path), "no audio stream")
     signal, rate = media.decode_audio(path, info)
-    window = step = _samples(0.050, rate)
-    per_segment, _ = _segment_frames(rate, 1.0, 1.0, 0.050, 0.050)
-    if signal.size < window + (per_segment - 1) * step:  # fewer frames than one whole segment
-        raise MediaError(str(path), f"audio too short: {signal.size / rate:.2f} s, less than one 1 s segment")
+    frame = _samples(_FRAME_S, rate)
+    per_segment, _ = _segment_frames(rate, _SEGMENT_S, _SEGMENT_S, _FRAME_S, _FRAME_S)
+    if signal.size < frame + (per_segment - 1) * frame:  # fewer frames than one whole segment
+        raise MediaError(str(path), f"audio too short: {signal.size / rate:.2f} s, "
+                                    f"less than one {_SEGMENT_S:g} s segment")
     try:
         segments = segment_features(signal, rate)
     except ValueError as exc:
@@ -230,12 +242,20 @@ class _Plan:
     window: int
     step: int
     n_bins: int  # pyAudioAnalysis' num_fft: the FFT bins kept of each frame
-    bin_powers: np.ndarray  # (n_bins, 2): each bin's frequency (as the centroid defines it) and its square
-    mel_bank: np.ndarray  # (n_mel_bins, 40): the filters, transposed and cut after their last non-zero bin
+    bin_hz: np.ndarray  # (n_bins,): each bin's frequency, as the centroid defines it
+    bin_powers: np.ndarray  # (n_bins, 2): columns 1 and bin_hz, for the sums of m and f m
+    mel_bank: np.ndarray  # (n_bins, 40): the filters, transposed (a view of the C-ordered (40, n_bins) bank)
     chroma_bins: np.ndarray  # source bin of each chroma slot written, slots in increasing order
     chroma_divisors: np.ndarray  # what each of those slots is divided by
     chroma_columns: np.ndarray  # where each slot lands in the compact (rows x 12) fold
     chroma_rows: int
+
+
+def _cores() -> int:
+    """CPUs this process may run on (its affinity, where the system reports one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _samples(seconds: float, sample_rate: int) -> int:
@@ -260,18 +280,17 @@ def _plan(rate: int, window: int, step: int) -> _Plan:
     if window < 2 or step < 1:
         raise ValueError(f"the window ({window} samples) must be at least 2 samples and the step at least 1")
     n_bins = window // 2
-    bank = _mel_bank(rate, n_bins)
-    n_mel_bins = int(np.flatnonzero(bank.any(axis=0))[-1]) + 1
     bin_hz = np.arange(1, n_bins + 1) * (rate / (2.0 * n_bins))
     return _Plan(
         rate=rate,
         window=window,
         step=step,
         n_bins=n_bins,
-        bin_powers=np.stack([bin_hz, bin_hz**2], axis=1),
-        # The transpose of a C-ordered bank, as pyAudioAnalysis passes it to np.dot: BLAS then sums in the same
-        # order. Bins past the last filter only add zeros, so leaving them out changes nothing.
-        mel_bank=np.ascontiguousarray(bank[:, :n_mel_bins]).T,
+        bin_hz=bin_hz,
+        bin_powers=np.stack([np.ones(n_bins), bin_hz], axis=1),
+        # The transpose of the whole C-ordered bank, as pyAudioAnalysis passes it to np.dot, so that BLAS runs
+        # the same kernel and sums in the same order (leaving out the bins above the last filter changes it).
+        mel_bank=_mel_bank(rate, n_bins).T,
         **_chroma_plan(rate, n_bins),
     )
 
@@ -404,115 +423,183 @@ def _mfcc_dct(mspec: np.ndarray) -> np.ndarray:
 
 
 def _normalisation(signal: np.ndarray) -> tuple[float, float]:
-    """The DC offset and divisor of pyAudioAnalysis' ``dc_normalize(signal / 2**15)``, without copying the signal.
+    """Offset and divisor such that ``(signal - offset) / divisor`` is pyAudioAnalysis' ``dc_normalize(signal /
+    2**15)`` to the bit, computed without copying the signal.
 
-    Scaling by a power of two is exact, so the mean of the scaled signal is the scaled mean; and rounding is
-    monotonic, so the largest ``|x - mean|`` is at the signal's maximum or minimum.
+    Scaling by a power of two is exact, so it commutes with every rounding: the mean of the scaled signal is the
+    scaled mean, and ``(s / 2**15 - mean) / peak`` equals ``(s - mean * 2**15) / (peak * 2**15)``. Rounding is
+    monotonic, so the largest ``|s / 2**15 - mean|`` is at the signal's maximum or minimum.
     """
     scale = 2.0**-15
     mean = signal.mean() * scale
-    peak = max(signal.max() * scale - mean, mean - signal.min() * scale)
-    return float(mean), float(peak + 1e-10)
+    peak = max(signal.max() * scale - mean, mean - signal.min() * scale) + 1e-10
+    return float(mean / scale), float(peak / scale)
 
 
-def _frame_features(signal: np.ndarray, offset: float, divisor: float, plan: _Plan, first: int,
-                    stop: int) -> np.ndarray:
+class _Scratch:
+    """Work arrays of one thread, reused from chunk to chunk.
+
+    Fresh arrays of a few MB for every chunk would each cost page faults (the allocator hands such sizes back to
+    the system when they are freed), which on a long file adds up to a large share of the run time.
+    """
+
+    def __init__(self, plan: _Plan, frames: int) -> None:
+        self.samples = np.empty((frames - 1) * plan.step + plan.window)
+        self.above = np.empty((frames, plan.window), dtype=bool)
+        self.below = np.empty((frames, plan.window), dtype=bool)
+        self.changes = np.empty((frames, plan.window - 1), dtype=np.uint8)
+        self.changes_below = np.empty((frames, plan.window - 1), dtype=np.uint8)
+        self.spectrum = np.empty((frames, plan.window // 2 + 1), dtype=np.complex128)
+        self.mag = np.empty((frames, plan.n_bins))
+        self.work = np.empty((frames, plan.n_bins))
+        self.work2 = np.empty((frames, plan.n_bins))
+
+
+def _frame_features(signal: np.ndarray, offset: float, divisor: float, plan: _Plan, first: int, stop: int,
+                    scratch: _Scratch) -> np.ndarray:
     """The 34 base features of frames ``first .. stop - 1``; shape ``(34, stop - first)``.
 
     The frame before ``first`` (when there is one) is analysed too, as the reference of the spectral flux.
     """
     lead = 1 if first > 0 else 0
-    start = (first - lead) * plan.step
-    x = signal[start : (stop - 1) * plan.step + plan.window] * 2.0**-15  # pyAudioAnalysis' operations, in order
-    x -= offset
+    start, end = (first - lead) * plan.step, (stop - 1) * plan.step + plan.window
+    x = np.subtract(signal[start:end], offset, out=scratch.samples[: end - start])
     x /= divisor
     frames = sliding_window_view(x, plan.window)[:: plan.step]
-    out = np.empty((_N_BASE, frames.shape[0]))
+    n = frames.shape[0]
+    out = np.empty((_N_BASE, n))
 
-    # Time domain: zero crossings (sign changes, a change to or from 0 counting half), energy, its entropy.
-    signs = (frames > 0).view(np.int8) - (frames < 0).view(np.int8)
-    changes = np.abs(np.diff(signs, axis=1)).sum(axis=1)
-    out[0] = changes / 2.0 / (plan.window - 1.0)
-    squares = np.square(frames)
-    energy = squares.sum(axis=1)
+    # Time domain: zero crossings, energy, entropy of the energies of 10 sub-frames.
+    out[0] = _sign_changes(frames, scratch) / 2.0 / (plan.window - 1.0)
+    energy, blocks = _block_energies(frames)
     out[1] = energy / plan.window
-    out[2] = _block_entropy(squares, energy)
+    out[2] = _entropy(blocks, energy)
 
     # Spectrum: |FFT| of the first n_bins bins over n_bins. numpy's real FFT is pocketfft, as scipy.fftpack's
     # complex FFT of a real frame, and gives the same magnitudes to the bit.
-    mag = np.abs(np.fft.rfft(frames, axis=1)[:, : plan.n_bins])
+    spectrum = np.fft.rfft(frames, axis=1, out=scratch.spectrum[:n])
+    mag = np.abs(spectrum[:, : plan.n_bins], out=scratch.mag[:n])
     mag /= plan.n_bins
-    power = np.square(mag)
-    total = power.sum(axis=1)
-    weights = mag.sum(axis=1)
-    out[3], out[4] = _centroid_spread(mag, weights, plan)
-    out[5] = _block_entropy(power, total)
-    out[6] = _flux(mag, weights)
-    out[7] = _rolloff(power, total)
-    mel = (mag[:, None, : plan.mel_bank.shape[0]] @ plan.mel_bank)[:, 0, :]  # one gemv a frame, as np.dot
+    total, blocks = _block_energies(mag)
+    moments = (mag[:, None, :] @ plan.bin_powers)[:, 0, :]  # sums of m and f m; per frame, so per-chunk
+    # results do not depend on how many frames a chunk holds (a matrix product's summation order may)
+    out[3], out[4] = _centroid_spread(mag, moments, plan, scratch.work[:n])
+    out[5] = _entropy(blocks, total)
+    out[6] = _flux(mag, scratch.work[:n], scratch.work2[: n - 1])
+    out[7] = _rolloff(mag, total, scratch.work[:n], scratch.work2[:n])
+    mel = (mag[:, None, :] @ plan.mel_bank)[:, 0, :]  # one BLAS gemv a frame, the call np.dot makes
     out[8:21] = _mfcc_dct(np.log10(mel + _EPS)).T
-    chroma = _chroma(power, total, plan)
+    chroma = _chroma(mag, total, plan, scratch.work[:n], scratch.work2[:n])
     out[21:33] = chroma.T
     out[33] = chroma.std(axis=1)
     return out[:, lead:]
 
 
-def _block_entropy(squares: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """Entropy of 10 equal sub-blocks' shares of each row's total (the row's remainder is left out)."""
-    length = squares.shape[1] // _N_SUB_BLOCKS
-    blocks = squares[:, : length * _N_SUB_BLOCKS].reshape(squares.shape[0], _N_SUB_BLOCKS, length).sum(axis=2)
+def _sign_changes(frames: np.ndarray, scratch: _Scratch) -> np.ndarray:
+    """``sum(|diff(sign(frame))|)`` of each row: 2 for a change of sign, 1 for a change to or from 0.
+
+    That is the number of neighbours that differ in ``x > 0`` plus those that differ in ``x < 0``, counted on
+    bytes rather than on float signs.
+    """
+    n = frames.shape[0]
+    above = np.greater(frames, 0, out=scratch.above[:n]).view(np.uint8)
+    below = np.less(frames, 0, out=scratch.below[:n]).view(np.uint8)
+    changes = np.bitwise_xor(above[:, 1:], above[:, :-1], out=scratch.changes[:n])
+    changes += np.bitwise_xor(below[:, 1:], below[:, :-1], out=scratch.changes_below[:n])
+    # At most 2 per pair of samples: a 16-bit count is exact for frames of up to 32768 samples.
+    return changes.sum(axis=1, dtype=np.uint16 if frames.shape[1] <= 1 << 15 else np.int64)
+
+
+def _block_energies(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of squares of each row, and of each of its 10 equal sub-blocks (the remainder is in no block)."""
+    length = rows.shape[1] // _N_SUB_BLOCKS
+    body = rows[:, : length * _N_SUB_BLOCKS].reshape(rows.shape[0], _N_SUB_BLOCKS, length)
+    tail = rows[:, length * _N_SUB_BLOCKS :]
+    blocks = np.einsum("ijk,ijk->ij", body, body)
+    return blocks.sum(axis=1) + np.einsum("ij,ij->i", tail, tail), blocks
+
+
+def _entropy(blocks: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Entropy (bits) of each row's sub-block energies as shares of its total energy (+eps)."""
     shares = blocks / (total + _EPS)[:, None]
     return -(shares * np.log2(shares + _EPS)).sum(axis=1)
 
 
-def _centroid_spread(mag: np.ndarray, weights: np.ndarray, plan: _Plan) -> tuple[np.ndarray, np.ndarray]:
+def _centroid_spread(mag: np.ndarray, moments: np.ndarray, plan: _Plan,
+                     work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Spectral centroid and spread of each row, over half the sample rate.
 
-    pyAudioAnalysis divides the magnitudes by their peak (by eps in a silent frame) and adds eps to their sum;
-    the centred second moment comes from the raw moments, which cost one pass over the spectrum instead of
-    four. Its rounding error, relative to the spread, is that of the moments times ``1 + (centroid /
-    spread)**2``, a few 1e-16 for the leaky spectra of rectangular frames.
+    pyAudioAnalysis divides the magnitudes by their peak (by eps in a silent frame) and adds eps to their sum.
+    The spread is computed about the centroid, as there: from raw moments it would lose digits to cancellation.
     """
     peak = mag.max(axis=1)
     inverse = 1.0 / np.where(peak == 0, _EPS, peak)
-    moments = mag @ plan.bin_powers
-    weight = weights * inverse + _EPS
-    centroid = moments[:, 0] * inverse / weight
-    second = moments[:, 1] * inverse / weight
-    spread = np.sqrt(np.maximum(second - centroid * (2 * moments[:, 0] * inverse / weight - centroid), 0.0))
+    weight = moments[:, 0] * inverse + _EPS
+    centroid = moments[:, 1] * inverse / weight
+    deviation = np.subtract(plan.bin_hz[None, :], centroid[:, None], out=work)
+    np.square(deviation, out=deviation)
+    spread = np.sqrt(np.einsum("ij,ij->i", deviation, mag) * inverse / weight)
     half = plan.rate / 2.0
     return centroid / half, spread / half
 
 
-def _flux(mag: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Sum of squared differences of consecutive spectra, each over its sum (+eps a bin).
+def _flux(mag: np.ndarray, work: np.ndarray, work2: np.ndarray) -> np.ndarray:
+    """Sum of squared differences of consecutive spectra, each divided by its sum (+eps a bin).
 
-    The first row gets 0: right for the signal's first frame (pyAudioAnalysis compares it with itself);
-    otherwise the first row is a chunk's lead frame, which is dropped.
+    The same operations as pyAudioAnalysis', so the same numbers: a difference of close spectra would show
+    any rounding difference as a large relative one. The first row gets 0: right for the signal's first frame
+    (pyAudioAnalysis compares it with itself); otherwise the first row is a chunk's lead frame, which is dropped.
     """
-    shares = mag / (weights + mag.shape[1] * _EPS)[:, None]
-    change = shares[1:] - shares[:-1]
+    sums = np.add(mag, _EPS, out=work).sum(axis=1)
+    shares = np.divide(mag, sums[:, None], out=work)
+    change = np.subtract(shares[1:], shares[:-1], out=work2)
     flux = np.zeros(mag.shape[0])
-    flux[1:] = np.einsum("ij,ij->i", change, change)
+    flux[1:] = np.square(change, out=change).sum(axis=1)
     return flux
 
 
-def _rolloff(power: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """First bin, over the bin count, where the cumulative energy (+eps) exceeds 90% of the total; 0 if none."""
-    cumulative = np.cumsum(power, axis=1)  # the same running sum as pyAudioAnalysis', so the same first bin
-    cumulative += _EPS
-    above = cumulative > (_ROLLOFF * total)[:, None]
-    first = above.argmax(axis=1)
-    return np.where(above[np.arange(power.shape[0]), first], first / float(power.shape[1]), 0.0)
+def _rolloff(mag: np.ndarray, total: np.ndarray, work: np.ndarray, work2: np.ndarray) -> np.ndarray:
+    """First bin, over the bin count, where the cumulative energy (+eps) exceeds 90% of the total; 0 if none.
+
+    The running sum is pyAudioAnalysis' (same additions in the same order), so the same bin is found. Most
+    frames reach 90% of their energy in the lowest bins, so the bins are scanned in blocks of doubling width,
+    each only for the frames still below the threshold.
+    """
+    n_frames, n_bins = mag.shape
+    threshold = _ROLLOFF * total
+    first = np.full(n_frames, -1)
+    searching = np.arange(n_frames)
+    carried = np.zeros(n_frames)  # running sum before the block, of the frames still searching
+    low, width = 0, 32
+    while low < n_bins and searching.size:
+        shape = (searching.size, min(width, n_bins - low))
+        block = work.reshape(-1)[: shape[0] * shape[1]].reshape(shape)  # contiguous views of the work arrays
+        running = work2.reshape(-1)[: block.size].reshape(shape)
+        np.take(mag[:, low : low + shape[1]], searching, axis=0, out=block, mode="clip")  # "clip": no buffer
+        np.square(block, out=block)
+        block[:, 0] += carried  # continues the running sum: carried + p[low], then + p[low + 1] ...
+        np.cumsum(block, axis=1, out=running)
+        carried = running[:, -1].copy()
+        running += _EPS
+        above = running > threshold[searching, None]
+        hit = above.any(axis=1)
+        first[searching[hit]] = low + above[hit].argmax(axis=1)
+        carried, searching = carried[~hit], searching[~hit]
+        low, width = low + shape[1], 2 * width
+    return np.where(first >= 0, first / float(n_bins), 0.0)
 
 
-def _chroma(power: np.ndarray, total: np.ndarray, plan: _Plan) -> np.ndarray:
-    """pyAudioAnalysis' 12-bin chroma vector of each row; shape ``(n, 12)``."""
-    n = power.shape[0]
-    slots = np.zeros((n, plan.chroma_rows * 12))
-    slots[:, plan.chroma_columns] = power[:, plan.chroma_bins] / plan.chroma_divisors
-    folded = slots.reshape(n, plan.chroma_rows, 12).sum(axis=1)
-    return folded / np.where(total == 0, _EPS, total)[:, None]
+def _chroma(mag: np.ndarray, total: np.ndarray, plan: _Plan, work: np.ndarray, work2: np.ndarray) -> np.ndarray:
+    """pyAudioAnalysis' 12-bin chroma vector of each row, from the magnitudes and total energies; shape (n, 12)."""
+    n = mag.shape[0]
+    energies = work.reshape(-1)[: n * plan.chroma_bins.size].reshape(n, -1)
+    np.take(mag, plan.chroma_bins, axis=1, out=energies, mode="clip")
+    np.square(energies, out=energies)
+    energies /= plan.chroma_divisors
+    slots = work2.reshape(-1)[: n * plan.chroma_rows * 12].reshape(n, plan.chroma_rows, 12)
+    slots.fill(0.0)
+    slots.reshape(n, -1)[:, plan.chroma_columns] = energies
+    return slots.sum(axis=1) / np.where(total == 0, _EPS, total)[:, None]
 
 
 # --- segments ----------------------------------------------------------------------------------------------------

@@ -127,6 +127,7 @@ class Catalog:
         self.root = root
         self._db = connection
         self._matrices: dict[str, VectorMatrix] = {}
+        self._data_version = -1
 
     @classmethod
     def open(cls, root: Path | str, create: bool = True) -> "Catalog":
@@ -230,10 +231,15 @@ class Catalog:
         return row[0], np.frombuffer(row[2], dtype=np.float32, count=row[1])
 
     def matrix(self, modality: str) -> VectorMatrix | None:
-        """All vectors of ``modality`` stacked as float32, cached until the catalog changes.
+        """All vectors of ``modality`` stacked as float32, cached until the catalog changes (here or elsewhere).
 
         Returns None when the catalog has no vector of that modality.
         """
+        # Another connection (an `mvr index` beside a running server) may have added videos since.
+        data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if data_version != self._data_version:
+            self._matrices.clear()
+            self._data_version = data_version
         if modality not in self._matrices:
             rows = self._db.execute(
                 "SELECT video_id, extractor, dims, vector FROM vectors WHERE modality = ? ORDER BY video_id",

@@ -85,6 +85,32 @@ def build_parser() -> argparse.ArgumentParser:
     visual_options(features)
     features.set_defaults(run=run_features)
 
+    serve = verbs.add_parser("serve", help="run the dashboard and REST API over a catalog")
+    catalog_option(serve)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; the API has no login)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--allow-private-urls", action="store_true",
+                       help="let URL queries fetch from loopback, private and link-local addresses")
+    serve.add_argument("--workers", type=_positive_int, default=2, help="queries processed at once (default 2)")
+    serve.add_argument("--queue-limit", type=_positive_int, default=8,
+                       help="queries that may wait for a worker before the server answers 503 (default 8)")
+    serve.add_argument("--max-upload-mb", type=_positive_int, default=512,
+                       help="largest uploaded file, and largest download of a URL query (default 512)")
+    serve.set_defaults(run=run_serve)
+
+    evaluate = verbs.add_parser("evaluate", help="precision@k of every modality and metric on the catalog's labels")
+    catalog_option(evaluate)
+    evaluate.add_argument("-k", type=_positive_int, default=5, help="recommendations per query (default 5)")
+    evaluate.add_argument("--protocol", choices=("loo", "holdout"), default="loo",
+                          help="loo: every labelled video queries all others (default); holdout: the study's,"
+                               " 5 held-out queries per label")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.add_argument("--csv", type=Path, metavar="FILE", help="also write the results as CSV")
+    evaluate.add_argument("--plots", type=Path, metavar="DIR",
+                          help="also draw one bar chart per modality (PNG), like the study's figures 2-4")
+    evaluate.set_defaults(run=run_evaluate)
+
     dataset = verbs.add_parser("dataset", help="build a labelled benchmark collection from open media")
     dataset_verbs = dataset.add_subparsers(dest="dataset_verb", required=True, metavar="VERB")
     build = dataset_verbs.add_parser("build", help="assemble labelled music videos and a manifest.csv")
@@ -174,6 +200,47 @@ def run_features(args: argparse.Namespace) -> int:
                           "dims": int(vector.size), "vector": [float(x) for x in vector]}))
     else:
         print(" ".join(f"{x:.8g}" for x in vector))
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """``mvr serve``: the dashboard and REST API, until interrupted."""
+    try:
+        from mvr.web import MIB, ServiceSettings, serve
+    except ImportError as exc:
+        raise MvrError(f"mvr serve needs the web extra ({exc}); install it with: pip install 'mvr[web]'") from None
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"mvr: warning: listening on {args.host}: anyone who reaches it can use the API (no login)",
+              file=sys.stderr)
+    limit = args.max_upload_mb * MIB
+    serve(ServiceSettings(catalog=args.catalog, allow_private_urls=args.allow_private_urls, workers=args.workers,
+                          queue_limit=args.queue_limit, max_upload_bytes=limit, max_download_bytes=limit),
+          host=args.host, port=args.port)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``mvr evaluate``: score the catalog's own labels; the results are also kept in the catalog folder."""
+    from mvr import evaluation
+
+    with Catalog.open(args.catalog, create=False) as catalog:
+        found = evaluation.evaluate(catalog, k=args.k, protocol=args.protocol)
+    stored = evaluation.save(found, args.catalog)
+    written = [stored]
+    if args.csv:
+        written.append(evaluation.write_csv(found, args.csv))
+    if args.plots:
+        written += evaluation.plot(found, args.plots)
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2))
+    else:
+        print(evaluation.title(found))
+        _print_table(*evaluation.metric_table(found))
+        print("\n* mvr's default, s the study's choice; tie: the metric gives every candidate the same distance\n")
+        _print_table(*evaluation.summary_table(found))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

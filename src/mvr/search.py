@@ -4,10 +4,24 @@ Distances follow ``scipy.spatial.distance.cdist`` exactly. Some of the study's m
 real-valued features (``jensenshannon`` needs non-negative vectors; ``hamming``, ``jaccard`` and ``sokalsneath``
 compare values as booleans), so they can give every candidate the same distance. Such a ranking would be the
 catalog's storage order, not an answer: it raises :class:`DegenerateMetricError` instead.
+
+Fused search combines the two modalities in one of two ways (:data:`FUSIONS`):
+
+``late`` (mvr's default)
+    Each modality's distances from the query to the candidates are put on a common scale, their z-scores over
+    the candidates of that query, and added with :data:`FUSION_WEIGHTS`. No modality drowns the other whatever its
+    number of dimensions or its units, and nothing is fitted to the catalog, so nothing goes stale as it grows.
+``concat``
+    The study's fusion: one distance over the concatenated raw vectors (136 audio + 2 x 1280 visual numbers with
+    EfficientNet-Lite0), where the visual numbers outweigh the audio ones.
+
+The defaults (:data:`DEFAULT_FUSION`, :data:`FUSION_WEIGHTS`, :data:`DEFAULT_METRICS`) were chosen from
+leave-one-out results on the benchmark collections; ``docs/evaluation.md`` gives the numbers and the reasons.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +39,45 @@ METRICS = (
     "jensenshannon", "chebyshev", "canberra", "braycurtis", "sokalsneath",
 )
 SEARCH_MODALITIES = ("audio", "visual", "fused")
-# The study's choices per modality (its section 4).
-DEFAULT_METRICS = {"audio": "euclidean", "visual": "euclidean", "fused": "braycurtis"}
+FUSIONS = ("late", "concat")
+DEFAULT_FUSION = "late"
+# Chosen from leave-one-out precision@5 on the benchmark collections (docs/evaluation.md).
+DEFAULT_METRICS = {"audio": "braycurtis", "visual": "cosine", "fused": "cosine"}
+FUSION_WEIGHTS = {"audio": 0.5, "visual": 0.5}
+# The study's choices per modality (its section 4), with its concat fusion: `mvr evaluate` measures them too.
+STUDY_METRICS = {"audio": "euclidean", "visual": "euclidean", "fused": "braycurtis"}
+
+
+@dataclass(frozen=True)
+class Block:
+    """One modality's columns in a late-fused matrix, and the weight of its distances."""
+
+    modality: str
+    columns: slice
+    weight: float
 
 
 @dataclass(frozen=True)
 class Candidates:
-    """The catalog's search vectors of one modality: ids and a float64 matrix, prepared once for cdist."""
+    """The catalog's search vectors of one modality: ids and a float64 matrix, prepared once for cdist.
+
+    Attributes
+    ----------
+    ids : np.ndarray
+        int64, ``(n,)``: video ids, ascending.
+    matrix : np.ndarray
+        float64, ``(n, dims)``; for fused search, the audio columns then the visual ones.
+    blocks : tuple of Block
+        Late fusion: each modality's columns and weight. Empty: one distance over all columns.
+    """
 
     ids: np.ndarray
     matrix: np.ndarray
+    blocks: tuple[Block, ...] = ()
+
+    def subset(self, rows: np.ndarray) -> Candidates:
+        """The candidates at positions ``rows`` (indices or a boolean mask), with the same fusion."""
+        return Candidates(ids=self.ids[rows], matrix=self.matrix[rows], blocks=self.blocks)
 
 
 @dataclass(frozen=True)
@@ -54,44 +97,128 @@ class Match:
 
 
 def fuse(vectors: dict[str, np.ndarray]) -> np.ndarray:
-    """Fuse one video's audio and visual vectors as the study did: plain concatenation (136 + 2 x dims)."""
+    """One video's fused search vector: its audio vector, then its visual vector (136 + 2 x dims numbers).
+
+    Both fusions take this vector; late fusion splits it again along the :class:`Block` columns.
+    """
     return np.concatenate([vectors["audio"], vectors["visual"]])
 
 
-def candidates(catalog: Catalog, modality: str) -> Candidates:
+# Prepared candidates of each open catalog, reused while the catalog's vectors are unchanged: the web service
+# asks for them on every query, and stacking and converting the catalog each time would dominate its cost.
+_prepared: weakref.WeakKeyDictionary[Catalog, dict] = weakref.WeakKeyDictionary()
+
+
+def candidates(catalog: Catalog, modality: str, fusion: str = DEFAULT_FUSION) -> Candidates:
     """Stack the catalog's vectors of ``modality`` (``fused`` = videos that have both) as float64.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        Where the vectors come from.
+    modality : str
+        One of :data:`SEARCH_MODALITIES`.
+    fusion : str
+        For ``fused``: one of :data:`FUSIONS`.
 
     Raises
     ------
     CatalogError
         When no indexed video has vectors of that modality.
     """
-    if modality == "fused":
-        audio, visual = catalog.matrix("audio"), catalog.matrix("visual")
-        if audio is None or visual is None:
-            raise CatalogError(f"{catalog.root}: fused search needs videos with both audio and visual vectors")
-        ids, in_audio, in_visual = np.intersect1d(audio.ids, visual.ids, assume_unique=True, return_indices=True)
-        matrix = np.hstack([audio.vectors[in_audio], visual.vectors[in_visual]])
-    else:
-        found = catalog.matrix(modality)
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion '{fusion}'; choose one of: {', '.join(FUSIONS)}")
+    needed = ("audio", "visual") if modality == "fused" else (modality,)
+    sources = tuple(catalog.matrix(m) for m in needed)
+    key = (modality, fusion if modality == "fused" else None)
+    cached = _prepared.setdefault(catalog, {}).get(key)
+    # catalog.matrix() gives new objects whenever the catalog has changed.
+    if cached is not None and all(old is new for old, new in zip(cached[0], sources, strict=True)):
+        return cached[1]
+    for m, found in zip(needed, sources, strict=True):
         if found is None:
-            raise CatalogError(f"{catalog.root}: no video in this catalog has {modality} vectors")
-        ids, matrix = found.ids, found.vectors
-    if ids.size == 0:
-        raise CatalogError(f"{catalog.root}: no video in this catalog has both audio and visual vectors")
+            raise CatalogError(f"{catalog.root}: no video in this catalog has {m} vectors")
+    if modality == "fused":
+        audio, visual = sources
+        ids, in_audio, in_visual = np.intersect1d(audio.ids, visual.ids, assume_unique=True, return_indices=True)
+        if ids.size == 0:
+            raise CatalogError(f"{catalog.root}: no video in this catalog has both audio and visual vectors")
+        matrix = np.hstack([audio.vectors[in_audio], visual.vectors[in_visual]])
+        width = audio.vectors.shape[1]
+        blocks = () if fusion == "concat" else (
+            Block("audio", slice(0, width), FUSION_WEIGHTS["audio"]),
+            Block("visual", slice(width, matrix.shape[1]), FUSION_WEIGHTS["visual"]),
+        )
+    else:
+        ids, matrix, blocks = sources[0].ids, sources[0].vectors, ()
     # cdist works in float64 and would convert a float32 matrix on every call.
-    return Candidates(ids=ids, matrix=np.ascontiguousarray(matrix, dtype=np.float64))
+    prepared = Candidates(ids=ids, matrix=np.ascontiguousarray(matrix, dtype=np.float64), blocks=blocks)
+    _prepared[catalog][key] = (sources, prepared)
+    return prepared
 
 
-def distances(query: np.ndarray, matrix: np.ndarray, metric: str) -> np.ndarray:
-    """Distances from one query vector to every row of ``matrix`` with scipy's ``metric``."""
+def distance_matrix(
+    queries: np.ndarray, pool: Candidates, metric: str, excluded: np.ndarray | None = None
+) -> np.ndarray:
+    """Distances from each query vector to each candidate, with scipy's ``metric`` (and the pool's fusion).
+
+    Parameters
+    ----------
+    queries : np.ndarray
+        ``(q, dims)``, or one vector of ``dims``.
+    pool : Candidates
+        What to compare with.
+    metric : str
+        One of :data:`METRICS`.
+    excluded : np.ndarray, optional
+        bool, broadcastable to ``(q, n)``: pairs left out of the ranking (a query itself, its near-copies). Late
+        fusion scales each query's distances over its candidates only.
+
+    Returns
+    -------
+    np.ndarray
+        float64, ``(q, n)``; NaN where a pair is excluded or its distance is not a finite number.
+
+    Raises
+    ------
+    ValueError
+        For an unknown metric.
+    CatalogError
+        When the queries' and the pool's dimensions differ.
+    """
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; choose one of: {', '.join(METRICS)}")
-    query = np.asarray(query, dtype=np.float64).reshape(1, -1)
-    if query.shape[1] != matrix.shape[1]:
-        raise CatalogError(f"query has {query.shape[1]} dimensions, the catalog's vectors {matrix.shape[1]}")
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float64))
+    if queries.shape[1] != pool.matrix.shape[1]:
+        raise CatalogError(f"query has {queries.shape[1]} dimensions, the catalog's vectors {pool.matrix.shape[1]}")
+    if not pool.blocks:
+        return _masked_cdist(queries, pool.matrix, metric, excluded)
+    fused = np.zeros((queries.shape[0], pool.matrix.shape[0]))
+    for block in pool.blocks:
+        part = _masked_cdist(queries[:, block.columns], pool.matrix[:, block.columns], metric, excluded)
+        if not np.isfinite(part).any():
+            return part  # the sum would be NaN everywhere: spare the other blocks (jensenshannon is slow)
+        fused += block.weight * _row_z_scores(part)
+    return fused
+
+
+def _masked_cdist(queries: np.ndarray, matrix: np.ndarray, metric: str, excluded: np.ndarray | None) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return cdist(query, matrix, metric=metric)[0]
+        found = cdist(queries, matrix, metric=metric)
+    found[~np.isfinite(found)] = np.nan
+    if excluded is not None:
+        found[np.broadcast_to(excluded, found.shape)] = np.nan
+    return found
+
+
+def _row_z_scores(found: np.ndarray) -> np.ndarray:
+    """Each row's finite values as z-scores over that row (NaN stays NaN); a constant row becomes zeros."""
+    finite = np.isfinite(found)
+    count = np.maximum(finite.sum(axis=1, keepdims=True), 1)
+    values = np.where(finite, found, 0.0)
+    mean = values.sum(axis=1, keepdims=True) / count
+    spread = np.sqrt((np.where(finite, found - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / count)
+    return (found - mean) / np.where(spread > 0, spread, 1.0)
 
 
 def rank(
@@ -104,23 +231,23 @@ def rank(
     """Return the ``k`` nearest ``(video_id, distance)`` pairs, nearest first.
 
     Ties are broken by video id, so equal inputs always give equal answers. Candidates whose distance is not a
-    finite number (for example ``jensenshannon`` on negative values) are left out.
+    finite number (for example ``jensenshannon`` on negative values) are left out. With late fusion the distance
+    is the weighted sum of the modalities' z-scores, so it can be negative.
 
     Raises
     ------
     DegenerateMetricError
         When no candidate gets a finite distance, or all of them get the same one.
     """
-    keep = ~np.isin(pool.ids, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
-    ids = pool.ids[keep]
-    found = distances(query, pool.matrix[keep], metric)
+    excluded = np.isin(pool.ids, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+    found = distance_matrix(query, pool, metric, excluded[None, :])[0]
     finite = np.isfinite(found)
     if not finite.any():
         raise DegenerateMetricError(
             f"{metric}: gives no finite distance on these vectors (scipy's {metric} needs non-negative"
             " values); choose another metric"
         )
-    ids, found = ids[finite], found[finite]
+    ids, found = pool.ids[finite], found[finite]
     if ids.size > 1 and np.ptp(found) == 0.0:
         raise DegenerateMetricError(
             f"{metric}: gives every candidate the same distance ({found[0]:.6g}) on these real-valued vectors,"
@@ -155,12 +282,14 @@ def recommend(
     metric: str | None = None,
     k: int = 5,
     settings: VisualSettings | None = None,
+    fusion: str = DEFAULT_FUSION,
 ) -> Recommendation:
     """Recommend the ``k`` catalog videos nearest to ``source`` (a file path or an http(s) URL).
 
     A source the catalog already holds (same URL, or same content) uses its stored vectors and is left out of
     its own results. Anything else is downloaded if needed and its features extracted with the catalog's own
-    settings, so that query and catalog vectors are always comparable.
+    settings, so that query and catalog vectors are always comparable. ``fusion`` (one of :data:`FUSIONS`)
+    applies to fused search; ``concat`` with :data:`STUDY_METRICS` is the study's method.
 
     Raises
     ------
@@ -176,7 +305,7 @@ def recommend(
     metric = metric or DEFAULT_METRICS[modality]
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; choose one of: {', '.join(METRICS)}")
-    pool = candidates(catalog, modality)
+    pool = candidates(catalog, modality, fusion)
     query, vectors, notes = query_vectors(catalog, source, modality, visual_settings(catalog, settings))
     exclude = frozenset([query["id"]]) if query.get("id") is not None else frozenset()
     ranked = rank(vectors, pool, metric, k=k, exclude=exclude)

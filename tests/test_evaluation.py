@@ -1,0 +1,185 @@
+"""Retrieval evaluation: precision@k and average precision on hand-computed cases, then `mvr evaluate` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mvr.catalog import Catalog, NewVideo
+from mvr.cli import main
+from mvr.errors import MvrError
+from mvr.evaluation import RESULTS_FILE, evaluate, excluded_pairs, holdout_queries, metric_table, score_rankings
+from mvr.search import METRICS, SEARCH_MODALITIES
+
+NAN = np.nan
+
+
+def test_precision_and_average_precision_by_hand() -> None:
+    # Ranked by distance: ids 5 (a), 2 (b), 3 (a), 4 (b), 1 (a). Relevant (label a) at ranks 1, 3 and 5.
+    distances = np.array([[0.9, 0.2, 0.3, 0.4, 0.1]])
+    relevant = np.array([[True, False, True, False, True]])
+    scores = score_rankings(distances, relevant, np.array([1, 2, 3, 4, 5]), k=3)
+    assert scores.hits.tolist() == [2]  # ids 5 and 3 among the first three
+    # AP = (1/1 + 2/3 + 3/5) / 3
+    np.testing.assert_allclose(scores.average_precision, [(1 + 2 / 3 + 3 / 5) / 3])
+    assert scores.degenerate.tolist() == [False] and scores.answerable.tolist() == [True]
+
+
+def test_excluded_and_non_finite_candidates_are_not_ranked() -> None:
+    # The query's near-copy (NaN: excluded) would have been first; the NaN of a metric counts as no answer.
+    distances = np.array([[NAN, 0.5, 0.6, NAN, 0.7]])
+    relevant = np.array([[False, False, True, True, True]])  # id 4 is relevant but got no finite distance
+    scores = score_rankings(distances, relevant, np.arange(5), k=2)
+    assert scores.hits.tolist() == [1]
+    # Ranking: ids 1 (no), 2 (yes), 4 (yes); id 3 never ranked, yet it counts as a relevant video missed.
+    np.testing.assert_allclose(scores.average_precision, [(1 / 2 + 2 / 3) / 3])
+
+
+def test_ties_are_broken_by_id_as_in_search() -> None:
+    distances = np.array([[1.0, 1.0, 2.0]])
+    relevant = np.array([[False, True, False]])
+    assert score_rankings(distances, relevant, np.array([9, 4, 7]), k=1).hits.tolist() == [1]
+    assert score_rankings(distances, relevant, np.array([4, 9, 7]), k=1).hits.tolist() == [0]
+
+
+def test_a_metric_that_ties_everything_answers_nothing() -> None:
+    distances = np.array([[0.5, 0.5, 0.5], [NAN, NAN, NAN], [0.1, 0.5, NAN], [0.3, NAN, NAN]])
+    relevant = np.array([[True, True, False], [True, False, False], [True, False, False], [True, False, False]])
+    scores = score_rankings(distances, relevant, np.arange(3), k=2)
+    assert scores.degenerate.tolist() == [True, True, False, False]  # a single finite candidate is an answer
+    assert scores.hits.tolist() == [0, 0, 1, 1]
+    assert scores.average_precision.tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_a_query_without_any_relevant_candidate_is_not_answerable() -> None:
+    scores = score_rankings(np.array([[0.1, 0.2]]), np.array([[False, False]]), np.arange(2), k=1)
+    assert scores.answerable.tolist() == [False]
+
+
+def test_the_query_and_its_group_are_excluded() -> None:
+    groups = np.array(["song1", "song1", "song2", None, None], dtype=object)
+    ids = np.arange(10, 15)
+    excluded = excluded_pairs(ids, groups, ids, groups)
+    assert excluded.tolist() == [
+        [True, True, False, False, False],
+        [True, True, False, False, False],
+        [False, False, True, False, False],
+        [False, False, False, True, False],  # no group: only itself, not the other video without a group
+        [False, False, False, False, True],
+    ]
+
+
+def test_holdout_takes_each_label_from_distinct_groups_the_same_way_everywhere() -> None:
+    keys = np.array([f"hash{i}" for i in range(14)])
+    labels = np.array(["a"] * 8 + ["b"] * 6, dtype=object)
+    groups = np.array([f"s{i // 2}" for i in range(14)], dtype=object)  # two videos per song
+    chosen = holdout_queries(keys, labels, groups, per_label=3)
+    assert len(chosen) == 6 and sorted(labels[chosen]) == ["a"] * 3 + ["b"] * 3
+    assert len(set(groups[chosen])) == 6  # label a has 4 songs and b has 3: one query per song
+    # The order of the catalog does not matter, only the content.
+    order = np.random.default_rng(0).permutation(14)
+    again = holdout_queries(keys[order], labels[order], groups[order], per_label=3)
+    assert sorted(keys[order][again]) == sorted(keys[chosen])
+    # Label b has 3 songs for 4 queries: one song gives two.
+    assert len(set(groups[holdout_queries(keys, labels, groups, per_label=4)])) == 7
+    with pytest.raises(ValueError, match="'b' has 6"):
+        holdout_queries(keys, labels, groups, per_label=6)
+
+
+def toy_catalog(folder: Path, songs: int) -> Path:
+    """3 labels x ``songs`` songs x 2 excerpts: audio separates the labels, visual is noise."""
+    generator = np.random.default_rng(3)
+    with Catalog.open(folder) as catalog:
+        for index in range(3 * songs * 2):
+            label = "abc"[index // (2 * songs)]
+            media_file = folder.parent / f"v{index}.mp4"
+            media_file.write_bytes(b"x" * (index + 1))
+            audio = np.zeros(6)
+            audio["abc".index(label)] = 10.0
+            catalog.add(NewVideo(
+                content_hash=f"{index:064d}", source=str(media_file), media_file=media_file, title=f"v{index}",
+                duration=30.0, label=label, group=f"song{index // 2}",
+                vectors={"audio": ("a-v1", audio + generator.normal(size=6)),
+                         "visual": ("v-v1", generator.normal(size=8))},
+            ))
+    return folder
+
+
+def test_evaluate_scores_every_method_modality_and_metric(tmp_path: Path) -> None:
+    with Catalog.open(toy_catalog(tmp_path / "cat", songs=2), create=False) as catalog:
+        found = evaluate(catalog, k=2)
+    assert len(found.results) == 2 * len(SEARCH_MODALITIES) * len(METRICS)
+    audio = found.result("mvr", "audio", "euclidean")
+    # 12 queries; each has 2 same-label candidates outside its own song, out of 10 candidates.
+    assert audio.queries == 12 and audio.chance == pytest.approx(0.2)
+    assert audio.precision == 1.0 and audio.map == 1.0 and set(audio.labels) == {"a", "b", "c"}
+    # Both methods rank the same audio vectors; only the fused search differs between them.
+    assert found.result("study", "audio", "euclidean") == replace(audio, method="study")
+    # scipy's jensenshannon needs non-negative vectors: no finite distance at all on these.
+    tie = found.result("mvr", "audio", "jensenshannon")
+    assert tie.degenerate and tie.precision is None and tie.map is None and tie.labels["a"] is None
+    header, rows = metric_table(found)
+    assert header == ["metric", "audio", "visual", "fused (late)", "fused (concat, study)"]
+    assert rows[METRICS.index("jensenshannon")][1] == "tie" and rows[-1][1] == "0.20"
+    assert rows[METRICS.index("euclidean")][1] == "1.000 / 1.000 s"  # the study's choice for audio
+
+
+def test_holdout_ranks_only_the_videos_not_held_out(tmp_path: Path) -> None:
+    with Catalog.open(toy_catalog(tmp_path / "cat", songs=4), create=False) as catalog:
+        found = evaluate(catalog, k=3, protocol="holdout")
+    audio = found.result("mvr", "audio")
+    assert audio.queries == 15
+    # Per label, 5 of 8 excerpts are queries: one of each of the 4 songs, then a second one of one song. The pool
+    # keeps the other excerpt of 3 songs, so 3 queries have 2 same-label candidates (their own song's is excluded)
+    # and 2 have 3: 12 hits of 15 even with a perfect ranking. Were the queries in the pool, there would be 15.
+    assert audio.precision == pytest.approx(12 / 15) and audio.map == 1.0
+
+
+def test_evaluate_needs_labels(tmp_path: Path) -> None:
+    media_file = tmp_path / "v.mp4"
+    media_file.write_bytes(b"x")
+    with Catalog.open(tmp_path / "cat") as catalog:
+        catalog.add(NewVideo(content_hash="0" * 64, source="v", media_file=media_file, title="v", duration=1.0,
+                             vectors={"audio": ("a-v1", np.ones(3))}))
+        with pytest.raises(MvrError, match="no labelled video"):
+            evaluate(catalog)
+
+
+@pytest.mark.slow
+def test_mvr_evaluate_on_real_music_videos(music_videos, tmp_path: Path, capsys) -> None:
+    catalog = tmp_path / "cat"
+    assert main(["index", str(music_videos.manifest), "--catalog", str(catalog), "--quiet"]) == 0
+    capsys.readouterr()
+    table, plots = tmp_path / "results.csv", tmp_path / "plots"
+    code = main(["evaluate", "--catalog", str(catalog), "-k", "2", "--json", "--csv", str(table),
+                 "--plots", str(plots)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    found = json.loads(out)
+    assert found["k"] == 2 and found["protocol"] == "loo"
+    assert json.loads((catalog / RESULTS_FILE).read_text()) == found  # kept for the dashboard
+    results = {(r["method"], r["modality"], r["metric"]): r for r in found["results"]}
+    assert set(results) == {(m, mod, met) for m in ("mvr", "study") for mod in SEARCH_MODALITIES for met in METRICS}
+    for result in results.values():
+        assert set(result) >= {"modality", "metric", "precision", "map", "queries", "degenerate"}
+        assert result["queries"] == 8
+    assert results["mvr", "audio", "jensenshannon"]["degenerate"]  # audio features have negative values
+    for modality, metric in found["defaults"]["mvr"].items():  # two styles, easy to tell apart by either modality
+        assert results["mvr", modality, metric]["precision"] > results["mvr", modality, metric]["chance"] + 0.3
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(results) and {"precision_orchestral", "precision_industrial"} <= set(rows[0])
+    assert sorted(p.name for p in plots.iterdir()) == ["loo-audio.png", "loo-fused.png", "loo-visual.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots.iterdir())
+    assert main(["evaluate", "--catalog", str(catalog)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("precision@5 / mean average precision, leave-one-out, 8 queries")
+    assert "the study's method" in out and "braycurtis concat" in out
+    # Four videos per label cannot spare five held-out queries: said in one line.
+    assert main(["evaluate", "--catalog", str(catalog), "--protocol", "holdout"]) == 1
+    assert "holdout needs more than 5 videos per label" in capsys.readouterr().err
