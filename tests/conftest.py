@@ -156,6 +156,26 @@ def bad_media(fixture_cache: Path, music_videos: MusicVideos, music_tracks: list
     }
 
 
+RESNET_V1_FILE = "resnet152-394f9c45.pth"
+
+
+@pytest.fixture(scope="session")
+def hub_with_random_resnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TORCH_HOME whose hub cache holds random ResNet-152 weights under torchvision's ImageNet file name.
+
+    ImageNet weights cannot be downloaded here; random ones exercise the same loading path.
+    """
+    import torch
+    import torchvision
+
+    home = tmp_path_factory.mktemp("torch-home")
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet152(weights=None).state_dict(), checkpoints / RESNET_V1_FILE)
+    return home
+
+
 def _make(target: Path, build: Callable[[Path], None]) -> Path:
     """Build ``target`` once, through a temporary name, so that an interrupted run never leaves half a file."""
     if not target.exists():

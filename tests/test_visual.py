@@ -190,19 +190,6 @@ def test_import_does_not_load_torch() -> None:
 # ResNet-152 -----------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def hub_with_random_resnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TORCH_HOME whose hub cache holds random ResNet-152 weights under torchvision's ImageNet file name."""
-    import torch
-    import torchvision
-
-    home = tmp_path_factory.mktemp("torch-home")
-    checkpoints = home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet152(weights=None).state_dict(), checkpoints / RESNET_V1_FILE)
-    return home
-
 
 def test_resnet152_loads_from_hub_cache(clips: dict[str, Path], hub_with_random_resnet: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:

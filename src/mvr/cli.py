@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every verb."""
     from mvr.features import DEFAULT_BACKBONE, DEFAULT_MAX_KEYFRAMES
-    from mvr.search import DEFAULT_METRICS, METRICS, SEARCH_MODALITIES
+    from mvr.search import DEFAULT_FUSION, DEFAULT_METRICS, FUSIONS, METRICS, SEARCH_MODALITIES
 
     parser = argparse.ArgumentParser(prog="mvr", description="Content-based music video retrieval.")
     parser.add_argument("--version", action="version", version=f"mvr {__version__}")
@@ -44,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--catalog", type=Path, default=default, required=default is None,
                          help="catalog folder (default: $MVR_CATALOG)")
 
+    def preset_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--preset", choices=("default", "paper"), default=None,
+                         help="paper: the study's setup (ResNet-152 on every I-frame, raw concatenation, its"
+                              " metrics, holdout protocol); explicit options override it")
+
     def visual_options(sub: argparse.ArgumentParser) -> None:
+        preset_option(sub)
         sub.add_argument("--backbone", default=None,
                          help=f"visual CNN (default: the catalog's, or {DEFAULT_BACKBONE} for a new one)")
         sub.add_argument("--weights", type=Path, default=None, help="the backbone's weights file")
@@ -67,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--metric", choices=METRICS, default=None,
                        help="distance metric (default per modality: "
                             + ", ".join(f"{m} {d}" for m, d in DEFAULT_METRICS.items()) + ")")
+    query.add_argument("--fusion", choices=FUSIONS, default=None,
+                       help=f"how fused search combines the modalities (default {DEFAULT_FUSION})")
     query.add_argument("-k", type=_positive_int, default=5, help="how many recommendations (default 5)")
     query.add_argument("--json", action="store_true", help="print JSON")
     visual_options(query)
@@ -102,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = verbs.add_parser("evaluate", help="precision@k of every modality and metric on the catalog's labels")
     catalog_option(evaluate)
     evaluate.add_argument("-k", type=_positive_int, default=5, help="recommendations per query (default 5)")
-    evaluate.add_argument("--protocol", choices=("loo", "holdout"), default="loo",
+    preset_option(evaluate)
+    evaluate.add_argument("--protocol", choices=("loo", "holdout"), default=None,
                           help="loo: every labelled video queries all others (default); holdout: the study's,"
-                               " 5 held-out queries per label")
+                               " 5 held-out queries per label (default with --preset paper)")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.add_argument("--csv", type=Path, metavar="FILE", help="also write the results as CSV")
     evaluate.add_argument("--plots", type=Path, metavar="DIR",
@@ -128,14 +137,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _visual_settings(args: argparse.Namespace):
-    """The visual settings the command line asks for, or None to use the catalog's."""
-    from mvr.features import DEFAULT_BACKBONE, DEFAULT_MAX_KEYFRAMES, VisualSettings
+def _preset(args: argparse.Namespace):
+    from mvr.presets import PRESETS
 
-    if args.backbone is None and args.max_keyframes is None and args.weights is None:
+    return PRESETS[args.preset or "default"]
+
+
+def _visual_settings(args: argparse.Namespace):
+    """The visual settings the command line asks for (a preset, then explicit options), or None: the catalog's."""
+    from dataclasses import replace
+
+    if args.preset is None and args.backbone is None and args.max_keyframes is None and args.weights is None:
         return None
-    cap = DEFAULT_MAX_KEYFRAMES if args.max_keyframes is None else (args.max_keyframes or None)
-    return VisualSettings(backbone=args.backbone or DEFAULT_BACKBONE, max_keyframes=cap, weights=args.weights)
+    chosen = _preset(args).visual
+    if args.backbone is not None:
+        chosen = replace(chosen, backbone=args.backbone)
+    if args.max_keyframes is not None:
+        chosen = replace(chosen, max_keyframes=args.max_keyframes or None)
+    return replace(chosen, weights=args.weights)
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -162,8 +181,10 @@ def run_query(args: argparse.Namespace) -> int:
     from mvr.search import recommend
 
     with Catalog.open(args.catalog, create=False) as catalog:
-        found = recommend(catalog, args.source, modality=args.modality, metric=args.metric, k=args.k,
-                          settings=_visual_settings(args))
+        preset = _preset(args)
+        found = recommend(catalog, args.source, modality=args.modality,
+                          metric=args.metric or preset.metrics[args.modality], k=args.k,
+                          settings=_visual_settings(args), fusion=args.fusion or preset.fusion)
     for note in found.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
@@ -225,7 +246,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from mvr import evaluation
 
     with Catalog.open(args.catalog, create=False) as catalog:
-        found = evaluation.evaluate(catalog, k=args.k, protocol=args.protocol)
+        found = evaluation.evaluate(catalog, k=args.k, protocol=args.protocol or _preset(args).protocol)
     stored = evaluation.save(found, args.catalog)
     written = [stored]
     if args.csv:
