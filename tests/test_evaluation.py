@@ -12,7 +12,7 @@ import pytest
 
 from mvr.catalog import Catalog, NewVideo
 from mvr.cli import main
-from mvr.errors import MvrError
+from mvr.errors import CatalogError, MvrError
 from mvr.evaluation import RESULTS_FILE, evaluate, excluded_pairs, holdout_queries, metric_table, score_rankings
 from mvr.search import METRICS, SEARCH_MODALITIES
 
@@ -180,6 +180,25 @@ def test_mvr_evaluate_on_real_music_videos(music_videos, tmp_path: Path, capsys)
     out = capsys.readouterr().out
     assert out.startswith("precision@5 / mean average precision, leave-one-out, 8 queries")
     assert "the study's method" in out and "braycurtis concat" in out
+    # Its own videos as a query set: each recognised by its content, so the same numbers as leave-one-out.
+    assert main(["evaluate", "--catalog", str(catalog), "-k", "2", "--queries", str(catalog), "--json"]) == 0
+    asked = json.loads(capsys.readouterr().out)
+    assert asked["protocol"] == "queries" and asked["results"] == found["results"]
     # Four videos per label cannot spare five held-out queries: said in one line.
     assert main(["evaluate", "--catalog", str(catalog), "--protocol", "holdout"]) == 1
     assert "holdout needs more than 5 videos per label" in capsys.readouterr().err
+
+
+def test_queries_from_another_catalog(tmp_path: Path) -> None:
+    # The same 12 toy videos as queries of a catalog holding them too: each is recognised by its content and its
+    # group is left out, so every query finds the 2 other excerpts of its label, as in leave-one-out.
+    with Catalog.open(toy_catalog(tmp_path / "cat", songs=2), create=False) as catalog, \
+            Catalog.open(toy_catalog(tmp_path / "asked" / "cat", songs=2), create=False) as asked:
+        found = evaluate(catalog, k=2, queries=asked)
+        assert found.protocol == "queries" and found.queries == str(asked.root)
+        assert found.result("mvr", "audio") == evaluate(catalog, k=2).result("mvr", "audio")
+        with pytest.raises(ValueError, match="'queries' protocol"):
+            evaluate(catalog, protocol="holdout", queries=asked)
+        asked.set_setting("extractor.audio", "a-v2")
+        with pytest.raises(CatalogError, match="'a-v2'"):
+            evaluate(catalog, queries=asked)

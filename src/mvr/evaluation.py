@@ -8,6 +8,8 @@ and a recommendation is correct when it has the query's label. Two protocols:
 ``holdout`` (the study's, section 4)
     :data:`HOLDOUT_PER_LABEL` videos per label are held out as queries (chosen by :func:`holdout_queries`, the same
     ones on every machine), and only the other videos are ranked.
+``queries``
+    The labelled videos of another catalog (the study's validation videos, say) query this one.
 
 In both, a query's own group (two excerpts of one song, say) is never ranked for it: a near-copy is not a
 recommendation. Precision@k is the study's number, correct recommendations / (queries x k); the mean average
@@ -23,8 +25,9 @@ by each run): the JSON that ``mvr evaluate --json`` prints::
 
     {
       "k": 5,
-      "protocol": "loo",                        # or "holdout"
+      "protocol": "loo",                        # or "holdout", or "queries"
       "catalog": "/path/to/DIR",
+      "queries": null,                          # with protocol "queries": the catalog the queries came from
       "videos": 215,                            # videos in the catalog at the time
       "created": "2025-01-31T12:00:00+00:00",   # UTC, ISO 8601
       "defaults": {"mvr": {"audio": "braycurtis", "visual": "cosine", "fused": "cosine"},
@@ -60,13 +63,13 @@ from pathlib import Path
 import numpy as np
 
 from mvr.catalog import Catalog, Video
-from mvr.errors import MvrError
+from mvr.errors import CatalogError, MvrError
 from mvr.search import (
     DEFAULT_FUSION, DEFAULT_METRICS, FUSION_WEIGHTS, METRICS, SEARCH_MODALITIES, STUDY_METRICS, Candidates,
     candidates, distance_matrix,
 )
 
-PROTOCOLS = ("loo", "holdout")
+PROTOCOLS = ("loo", "holdout", "queries")
 HOLDOUT_PER_LABEL = 5
 RESULTS_FILE = "evaluation.json"
 
@@ -124,14 +127,15 @@ def score_rankings(distances: np.ndarray, relevant: np.ndarray, pool_ids: np.nda
 
 
 def excluded_pairs(
-    query_ids: np.ndarray, query_groups: np.ndarray, pool_ids: np.ndarray, pool_groups: np.ndarray
+    query_keys: np.ndarray, query_groups: np.ndarray, pool_keys: np.ndarray, pool_groups: np.ndarray
 ) -> np.ndarray:
     """bool ``(q, n)``: candidates never ranked for a query, namely itself and the videos of its group.
 
-    Groups are strings, or None for a video with no group (then only the video itself is excluded).
+    Keys identify the videos (content hashes, so that a query from another catalog is recognised too). Groups are
+    strings, or None for a video with no group (then only the video itself is excluded).
     """
     same_group = (query_groups[:, None] == pool_groups[None, :]) & np.not_equal(query_groups, None)[:, None]
-    return same_group | (query_ids[:, None] == pool_ids[None, :])
+    return same_group | (query_keys[:, None] == pool_keys[None, :])
 
 
 def holdout_queries(
@@ -208,6 +212,7 @@ class Evaluation:
     videos: int
     created: str
     results: list[Result]
+    queries: str | None = None
 
     def result(self, method: str, modality: str, metric: str | None = None) -> Result:
         """One result; ``metric`` defaults to the method's own choice for the modality."""
@@ -217,8 +222,8 @@ class Evaluation:
     def to_dict(self) -> dict:
         """The JSON of ``mvr evaluate --json`` and of ``DIR/evaluation.json``."""
         return {
-            "k": self.k, "protocol": self.protocol, "catalog": self.catalog, "videos": self.videos,
-            "created": self.created,
+            "k": self.k, "protocol": self.protocol, "catalog": self.catalog, "queries": self.queries,
+            "videos": self.videos, "created": self.created,
             "defaults": {name: dict(method.metrics) for name, method in METHODS.items()},
             "fusion": {**{name: method.fusion for name, method in METHODS.items()}, "weights": dict(FUSION_WEIGHTS)},
             "results": [result.to_dict() for result in self.results],
@@ -242,24 +247,46 @@ METHODS = {
 _CHUNK = 256
 
 
-def evaluate(catalog: Catalog, k: int = 5, protocol: str = "loo") -> Evaluation:
+def evaluate(
+    catalog: Catalog, k: int = 5, protocol: str | None = None, queries: Catalog | None = None
+) -> Evaluation:
     """Score every method, modality and metric on the catalog's labelled videos, from their stored vectors.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The videos to rank (and, for ``loo`` and ``holdout``, the queries).
+    k : int
+        Recommendations per query.
+    protocol : str, optional
+        One of :data:`PROTOCOLS`; by default ``queries`` when ``queries`` is given, else ``loo``.
+    queries : Catalog, optional
+        For the ``queries`` protocol: a catalog of labelled query videos, indexed with the same extractors.
 
     Raises
     ------
     MvrError
-        When the catalog has no labelled video, or no query has a same-label video outside its group.
+        When there is no labelled query, or no query has a same-label video outside its group; CatalogError when
+        the queries' vectors come from other extractors than the catalog's.
     ValueError
-        For an unknown protocol, k below 1, or a label with too few videos for ``holdout``.
+        For an unknown protocol, k below 1, ``queries`` without its protocol or the reverse, or a label with too
+        few videos for ``holdout``.
     """
+    protocol = protocol or ("queries" if queries is not None else "loo")
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol '{protocol}'; choose one of: {', '.join(PROTOCOLS)}")
+    if (protocol == "queries") != (queries is not None):
+        raise ValueError("a catalog of queries goes with the 'queries' protocol, and that protocol needs one")
     if k < 1:
         raise ValueError("k must be at least 1")
     videos = {video.id: video for video in catalog.videos()}
-    if not any(video.label for video in videos.values()):
-        raise MvrError(f"{catalog.root}: no labelled video to evaluate with (give labels with --label or a"
+    asking = catalog if queries is None else queries
+    if not any(video.label for video in asking.videos()):
+        raise MvrError(f"{asking.root}: no labelled video to evaluate with (give labels with --label or a"
                        " manifest's label column when indexing)")
+    if queries is not None:
+        _check_extractors(catalog, queries)
+        query_videos = {video.id: video for video in queries.videos()}
     results = []
     for modality in SEARCH_MODALITIES:
         # Both methods search the same raw vectors of one modality; they differ only in how they fuse them.
@@ -268,10 +295,22 @@ def evaluate(catalog: Catalog, k: int = 5, protocol: str = "loo") -> Evaluation:
             fusion = method.fusion if modality == "fused" else "single"
             if fusion not in scored:
                 pool = candidates(catalog, modality, method.fusion)
-                scored[fusion] = score_candidates(pool, videos, modality, k, protocol)
+                asked = None if queries is None else (candidates(queries, modality, method.fusion), query_videos)
+                scored[fusion] = score_candidates(pool, videos, modality, k, protocol, queries=asked)
             results += [replace(result, method=name) for result in scored[fusion]]
     return Evaluation(k=k, protocol=protocol, catalog=str(catalog.root), videos=len(videos),
-                      created=datetime.now(UTC).isoformat(timespec="seconds"), results=results)
+                      created=datetime.now(UTC).isoformat(timespec="seconds"), results=results,
+                      queries=None if queries is None else str(queries.root))
+
+
+def _check_extractors(catalog: Catalog, queries: Catalog) -> None:
+    for modality in ("audio", "visual"):
+        ours, theirs = catalog.setting(f"extractor.{modality}"), queries.setting(f"extractor.{modality}")
+        if ours and theirs and ours != theirs:
+            raise CatalogError(
+                f"{queries.root}: its {modality} vectors come from '{theirs}', those of {catalog.root} from"
+                f" '{ours}'; index the queries with the catalog's settings (the same --preset or --backbone)"
+            )
 
 
 def score_candidates(
@@ -281,6 +320,7 @@ def score_candidates(
     k: int = 5,
     protocol: str = "loo",
     metrics: tuple[str, ...] = METRICS,
+    queries: tuple[Candidates, dict[int, Video]] | None = None,
 ) -> list[Result]:
     """Score one set of candidates (one modality, one fusion) with each metric; ``method`` is left empty.
 
@@ -301,6 +341,8 @@ def score_candidates(
         One of :data:`PROTOCOLS`.
     metrics : tuple of str
         The metrics to score.
+    queries : tuple, optional
+        For the ``queries`` protocol: the query videos' candidates (same fusion) and their videos by id.
 
     Raises
     ------
@@ -309,35 +351,39 @@ def score_candidates(
     ValueError
         When ``holdout`` finds too few videos of a label.
     """
-    labels = np.array([videos[i].label or None for i in pool.ids], dtype=object)
-    groups = np.array([videos[i].group or None for i in pool.ids], dtype=object)
-    labelled = np.flatnonzero(np.not_equal(labels, None))
-    if protocol == "loo":
-        queries, ranked, ranked_pool = labelled, np.arange(pool.ids.size), pool
+    labels, groups, keys = _describe(pool, videos)
+    ranked = np.arange(pool.ids.size)
+    if protocol == "queries":
+        query_pool, query_videos = queries
+        query_matrix = query_pool.matrix
+        query_labels, query_groups, query_keys = _describe(query_pool, query_videos)
     else:
-        keys = np.array([videos[i].content_hash for i in pool.ids[labelled]])
-        queries = labelled[holdout_queries(keys, labels[labelled], groups[labelled])]
-        ranked = np.setdiff1d(np.arange(pool.ids.size), queries)
-        ranked_pool = pool.subset(ranked)
-    excluded = excluded_pairs(pool.ids[queries], groups[queries], ranked_pool.ids, groups[ranked])
-    relevant = (labels[queries][:, None] == labels[ranked][None, :]) & ~excluded
+        query_matrix, query_labels, query_groups, query_keys = pool.matrix, labels, groups, keys
+    asked = np.flatnonzero(np.not_equal(query_labels, None))
+    if protocol == "holdout":
+        asked = asked[holdout_queries(keys[asked], labels[asked], groups[asked])]
+        ranked = np.setdiff1d(ranked, asked)
+    query_labels, query_groups, query_keys = query_labels[asked], query_groups[asked], query_keys[asked]
+    ranked_pool = pool if ranked.size == pool.ids.size else pool.subset(ranked)
+    excluded = excluded_pairs(query_keys, query_groups, keys[ranked], groups[ranked])
+    relevant = (query_labels[:, None] == labels[ranked][None, :]) & ~excluded
     answerable = relevant.any(axis=1)
     if not answerable.any():
         raise MvrError(f"{modality}: no query has a same-label video outside its own group to find")
     chance = float(np.mean(relevant.sum(axis=1)[answerable] / (~excluded).sum(axis=1)[answerable]))
-    query_labels = labels[queries][answerable]
+    scored_labels = query_labels[answerable]
     results = []
     for metric in metrics:
         parts = [
-            score_rankings(distance_matrix(pool.matrix[queries[chunk]], ranked_pool, metric, excluded[chunk]),
+            score_rankings(distance_matrix(query_matrix[asked[chunk]], ranked_pool, metric, excluded[chunk]),
                            relevant[chunk], ranked_pool.ids, k)
-            for chunk in (slice(start, start + _CHUNK) for start in range(0, queries.size, _CHUNK))
+            for chunk in (slice(start, start + _CHUNK) for start in range(0, query_labels.size, _CHUNK))
         ]
         hits = np.concatenate([part.hits for part in parts])[answerable]
         average_precision = np.concatenate([part.average_precision for part in parts])[answerable]
         degenerate = bool(np.concatenate([part.degenerate for part in parts])[answerable].all())
-        per_label = {str(label): None if degenerate else float(hits[query_labels == label].mean() / k)
-                     for label in sorted(set(query_labels))}
+        per_label = {str(label): None if degenerate else float(hits[scored_labels == label].mean() / k)
+                     for label in sorted(set(scored_labels))}
         results.append(Result(
             method="", modality=modality, metric=metric,
             precision=None if degenerate else float(hits.sum() / (hits.size * k)),
@@ -345,6 +391,14 @@ def score_candidates(
             queries=int(hits.size), degenerate=degenerate, labels=per_label, chance=chance,
         ))
     return results
+
+
+def _describe(pool: Candidates, videos: dict[int, Video]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labels, groups (None where missing) and content hashes of the candidates, as arrays."""
+    found = [videos[i] for i in pool.ids]
+    return (np.array([video.label or None for video in found], dtype=object),
+            np.array([video.group or None for video in found], dtype=object),
+            np.array([video.content_hash for video in found], dtype=object))
 
 
 def _round(value: float | None) -> float | None:
@@ -415,7 +469,8 @@ def summary_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
                     for modality in SEARCH_MODALITIES]
 
 
-_PROTOCOL_NAMES = {"loo": "leave-one-out", "holdout": f"holdout ({HOLDOUT_PER_LABEL} queries per label)"}
+_PROTOCOL_NAMES = {"loo": "leave-one-out", "holdout": f"holdout ({HOLDOUT_PER_LABEL} queries per label)",
+                   "queries": "queries from another catalog"}
 
 
 def _column_name(method: str, modality: str) -> str:
