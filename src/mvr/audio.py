@@ -5,8 +5,9 @@ frames, then the mean and standard deviation of each over 1 s segments, 136 numb
 computes the same numbers, with the same quirks, and reduces them to one vector per video (the median over
 segments). It follows ``ShortTermFeatures.feature_extraction`` and ``MidTermFeatures.mid_feature_extraction`` of
 pyAudioAnalysis 0.3.14, which the tests use as an oracle, but works on many frames at once: a batched FFT,
-filter banks as matrix products, reductions along rows. Frames go in chunks of 2**18 samples (6 s at 44.1 kHz), so
-that memory stays bounded on long files, and the chunks run on threads (half the CPUs). The results agree with
+filter banks as matrix products, reductions along rows. Frames go in chunks of 2**18 samples (6 s at 44.1 kHz),
+read from the decoded file's temporary copy (``media.open_audio``) chunk by chunk, so that memory stays bounded on
+long files, and the chunks run on threads (half the CPUs). The results agree with
 pyAudioAnalysis to the last few bits; where the order of floating-point operations matters most (the MFCCs and
 the spectral flux, whose small values would show any rounding difference as a large relative one) it is
 pyAudioAnalysis' own.
@@ -34,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -114,11 +116,55 @@ def short_term_features(
     signal = np.asarray(signal, dtype=np.float64)
     if signal.ndim != 1:
         raise ValueError(f"expected a mono signal of shape (n_samples,), got shape {signal.shape}")
+    return _short_term(_InMemory(signal), sample_rate, window, step, deltas)
+
+
+class _Samples(Protocol):
+    """Mono samples in 16-bit integer units that can be read in stretches: in memory, or a media.DecodedAudio."""
+
+    size: int
+    mean: float
+    maximum: float
+    minimum: float
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray: ...
+
+
+class _InMemory:
+    """A float64 signal in memory, read as :class:`_Samples`; its statistics are computed when asked for."""
+
+    def __init__(self, signal: np.ndarray) -> None:
+        self._signal = signal
+        self.size = signal.size
+
+    @property
+    def mean(self) -> float:
+        return float(self._signal.mean())
+
+    @property
+    def maximum(self) -> float:
+        return float(self._signal.max())
+
+    @property
+    def minimum(self) -> float:
+        return float(self._signal.min())
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Samples ``start .. stop - 1``, copied into ``out`` when given."""
+        part = self._signal[start:stop]
+        if out is None:
+            return part
+        out[: part.size] = part
+        return out[: part.size]
+
+
+def _short_term(samples: _Samples, sample_rate: int, window: float, step: float, deltas: bool) -> np.ndarray:
+    """:func:`short_term_features` of samples read chunk by chunk: memory holds a chunk per thread."""
     plan = _plan(int(sample_rate), _samples(window, sample_rate), _samples(step, sample_rate))
-    n_frames = 0 if signal.size < plan.window else (signal.size - plan.window) // plan.step + 1
+    n_frames = 0 if samples.size < plan.window else (samples.size - plan.window) // plan.step + 1
     if n_frames == 0:
-        raise ValueError(f"signal of {signal.size} samples is shorter than one {plan.window}-sample window")
-    offset, divisor = _normalisation(signal)
+        raise ValueError(f"signal of {samples.size} samples is shorter than one {plan.window}-sample window")
+    offset, divisor = _normalisation(samples.mean, samples.maximum, samples.minimum)
     if not (math.isfinite(offset) and math.isfinite(divisor)):  # NaN and infinities reach the mean and extremes
         raise ValueError("signal has NaN or infinite samples")
     base = np.empty((_N_BASE, n_frames))
@@ -132,7 +178,7 @@ def short_term_features(
         scratch = _Scratch(plan, min(per_chunk, n_frames) + 1)
         for first in share:
             stop = min(first + per_chunk, n_frames)
-            base[:, first:stop] = _frame_features(signal, offset, divisor, plan, first, stop, scratch)
+            base[:, first:stop] = _frame_features(samples, offset, divisor, plan, first, stop, scratch)
 
     if workers > 1:
         # numpy's FFT, ufuncs and BLAS release the GIL, so chunks run side by side. Each chunk re-reads the frame
@@ -215,16 +261,20 @@ def audio_vector(path: Path, info: media.MediaInfo | None = None) -> np.ndarray:
     info = info or media.probe(path)
     if not info.has_audio:
         raise MediaError(str(path), "no audio stream")
-    signal, rate = media.decode_audio(path, info)
-    frame = _samples(_FRAME_S, rate)
-    per_segment, _ = _segment_frames(rate, _SEGMENT_S, _SEGMENT_S, _FRAME_S, _FRAME_S)
-    if signal.size < frame + (per_segment - 1) * frame:  # fewer frames than one whole segment
-        raise MediaError(str(path), f"audio too short: {signal.size / rate:.2f} s, "
-                                    f"less than one {_SEGMENT_S:g} s segment")
-    try:
-        segments = segment_features(signal, rate)
-    except ValueError as exc:
-        raise MediaError(str(path), str(exc)) from None
+    # The samples stay in a temporary file, read a chunk at a time: an hour of audio needs no more memory than
+    # a minute (but for the features of its 50 ms frames, about 1 MB a minute).
+    with media.open_audio(path, info) as decoded:
+        rate = decoded.sample_rate
+        frame = _samples(_FRAME_S, rate)
+        per_segment, per_step = _segment_frames(rate, _SEGMENT_S, _SEGMENT_S, _FRAME_S, _FRAME_S)
+        if decoded.size < frame + (per_segment - 1) * frame:  # fewer frames than one whole segment
+            raise MediaError(str(path), f"audio too short: {decoded.size / rate:.2f} s, "
+                                        f"less than one {_SEGMENT_S:g} s segment")
+        try:
+            short = _short_term(decoded, rate, _FRAME_S, _FRAME_S, deltas=True)
+        except ValueError as exc:
+            raise MediaError(str(path), str(exc)) from None
+    segments = _segment_stats(short, per_segment, per_step)
     vector = np.median(segments, axis=1).astype(np.float32)
     if not np.all(np.isfinite(vector)):
         raise MediaError(str(path), "audio features are not finite (NaN or infinity); the decoded audio is unusable")
@@ -422,17 +472,17 @@ def _mfcc_dct(mspec: np.ndarray) -> np.ndarray:
 # --- per-chunk work ----------------------------------------------------------------------------------------------
 
 
-def _normalisation(signal: np.ndarray) -> tuple[float, float]:
+def _normalisation(mean: float, maximum: float, minimum: float) -> tuple[float, float]:
     """Offset and divisor such that ``(signal - offset) / divisor`` is pyAudioAnalysis' ``dc_normalize(signal /
-    2**15)`` to the bit, computed without copying the signal.
+    2**15)`` to the bit, from the signal's mean, maximum and minimum, with no copy of the signal.
 
     Scaling by a power of two is exact, so it commutes with every rounding: the mean of the scaled signal is the
     scaled mean, and ``(s / 2**15 - mean) / peak`` equals ``(s - mean * 2**15) / (peak * 2**15)``. Rounding is
     monotonic, so the largest ``|s / 2**15 - mean|`` is at the signal's maximum or minimum.
     """
     scale = 2.0**-15
-    mean = signal.mean() * scale
-    peak = max(signal.max() * scale - mean, mean - signal.min() * scale) + 1e-10
+    mean = mean * scale
+    peak = max(maximum * scale - mean, mean - minimum * scale) + 1e-10
     return float(mean / scale), float(peak / scale)
 
 
@@ -455,7 +505,7 @@ class _Scratch:
         self.work2 = np.empty((frames, plan.n_bins))
 
 
-def _frame_features(signal: np.ndarray, offset: float, divisor: float, plan: _Plan, first: int, stop: int,
+def _frame_features(samples: _Samples, offset: float, divisor: float, plan: _Plan, first: int, stop: int,
                     scratch: _Scratch) -> np.ndarray:
     """The 34 base features of frames ``first .. stop - 1``; shape ``(34, stop - first)``.
 
@@ -463,7 +513,8 @@ def _frame_features(signal: np.ndarray, offset: float, divisor: float, plan: _Pl
     """
     lead = 1 if first > 0 else 0
     start, end = (first - lead) * plan.step, (stop - 1) * plan.step + plan.window
-    x = np.subtract(signal[start:end], offset, out=scratch.samples[: end - start])
+    x = samples.read(start, end, out=scratch.samples)
+    x -= offset
     x /= divisor
     frames = sliding_window_view(x, plan.window)[:: plan.step]
     n = frames.shape[0]

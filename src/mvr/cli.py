@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--label", help="label for items that have none from a manifest")
     visual_options(index)
     index.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+    index.add_argument("--jobs", type=_positive_int, default=1,
+                       help="videos processed at once, each in its own worker process (default 1)")
     index.set_defaults(run=run_index)
 
     query = verbs.add_parser("query", help="recommend the catalog videos most similar to a video")
@@ -114,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--protocol", choices=("loo", "holdout"), default=None,
                           help="loo: every labelled video queries all others (default); holdout: the study's,"
                                " 5 held-out queries per label (default with --preset paper)")
+    evaluate.add_argument("--queries", type=Path, metavar="DIR",
+                          help="a catalog of labelled query videos (the study's validation set) to query this one"
+                               " with, instead of a --protocol")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.add_argument("--csv", type=Path, metavar="FILE", help="also write the results as CSV")
     evaluate.add_argument("--plots", type=Path, metavar="DIR",
@@ -171,7 +177,7 @@ def run_index(args: argparse.Namespace) -> int:
 
     with Catalog.open(args.catalog) as catalog:
         report = index_sources(catalog, args.sources, label=args.label, settings=_visual_settings(args),
-                               on_outcome=show)
+                               on_outcome=show, jobs=args.jobs)
         print(f"{report.summary()}; the catalog holds {len(catalog)} videos")
     return EXIT_FAILED if report.count("failed") else 0
 
@@ -245,8 +251,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """``mvr evaluate``: score the catalog's own labels; the results are also kept in the catalog folder."""
     from mvr import evaluation
 
-    with Catalog.open(args.catalog, create=False) as catalog:
-        found = evaluation.evaluate(catalog, k=args.k, protocol=args.protocol or _preset(args).protocol)
+    protocol = args.protocol or (None if args.queries else _preset(args).protocol)
+    with Catalog.open(args.catalog, create=False) as catalog, contextlib.ExitStack() as stack:
+        queries = stack.enter_context(Catalog.open(args.queries, create=False)) if args.queries else None
+        found = evaluation.evaluate(catalog, k=args.k, protocol=protocol, queries=queries)
     stored = evaluation.save(found, args.catalog)
     written = [stored]
     if args.csv:

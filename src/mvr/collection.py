@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
+import shutil
+import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mvr import media
+import numpy as np
+
+from mvr import media, visual
 from mvr.catalog import Catalog, NewVideo, Video
 from mvr.errors import CatalogError, MediaError, MvrError
-from mvr.features import VisualSettings, extract_features
+from mvr.features import Features, VisualSettings, extract_features
 
 MEDIA_SUFFIXES = frozenset(
     ".mp4 .m4v .mkv .webm .mov .avi .mpg .mpeg .ts .flv .wmv .ogv .3gp"
@@ -126,6 +133,7 @@ def index_sources(
     settings: VisualSettings | None = None,
     progress: bool | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    jobs: int = 1,
 ) -> IndexReport:
     """Index every source into ``catalog``; a bad item is reported and skipped, and the batch goes on.
 
@@ -142,10 +150,23 @@ def index_sources(
     progress : bool, optional
         Show a progress bar; None shows it when standard error is a terminal.
     on_outcome : callable, optional
-        Called with each item's Outcome as soon as it is known.
+        Called with each item's Outcome as soon as it is known, in the order of the sources.
+    jobs : int
+        Videos processed at once. With 1 they are processed in this process; with more, by that many worker
+        processes, each giving torch an equal share of the cores. Either way this process alone writes the
+        catalog, one transaction per video, in the order of the sources: the same videos get the same ids and
+        audio vectors (the visual ones can differ in their last bits: torch sums in another order on fewer
+        threads).
+
+    Raises
+    ------
+    ValueError
+        When ``jobs`` is below 1.
     """
     from tqdm import tqdm
 
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
     settings = visual_settings(catalog, settings)
     if catalog.setting("visual.backbone") is None:
         catalog.set_setting("visual.backbone", settings.backbone)
@@ -153,11 +174,14 @@ def index_sources(
     items = list(expand_sources(sources, label))
     report = IndexReport()
     bar_off = None if progress is None else not progress  # tqdm: None = only on a terminal
-    for item in tqdm(items, desc="indexing", unit="video", disable=bar_off, leave=False):
-        outcome = item if isinstance(item, Outcome) else _index_one(catalog, item, settings)
-        report.outcomes.append(outcome)
-        if on_outcome:
-            on_outcome(outcome)
+    workers = max(1, min(jobs, len(items)))
+    with tqdm(total=len(items), desc="indexing", unit="video", disable=bar_off, leave=False) as bar, \
+            _Batch(catalog, settings, workers) as batch:
+        for outcome in batch.run(items):
+            report.outcomes.append(outcome)
+            bar.update()
+            if on_outcome:
+                on_outcome(outcome)
     return report
 
 
@@ -189,39 +213,207 @@ def visual_settings(catalog: Catalog, requested: VisualSettings | None) -> Visua
     return stored
 
 
-def _index_one(catalog: Catalog, item: SourceItem, settings: VisualSettings) -> Outcome:
+# --- the indexing pipeline ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """Why a worker could not prepare or extract an item (MediaError itself cannot cross a process boundary)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A source made local and identified: all the catalog needs to decide whether to extract it."""
+
+    path: Path
+    title: str | None  # the site's title, for a download
+    info: media.MediaInfo
+    content_hash: str
+    download_dir: Path | None  # the download's folder, removed once the item is done
+
+
+@dataclass(frozen=True)
+class _Extracted:
+    """An item's vectors and thumbnail, ready to be written."""
+
+    features: Features
+    thumbnail: bytes | None
+
+
+@dataclass
+class _Job:
+    """One item on its way through the batch; ``outcome`` is set when it is done."""
+
+    item: SourceItem
+    outcome: Outcome | None = None
+    running: Future | None = None
+    prepared: _Prepared | None = None
+    extracted: _Extracted | None = None
+    same_as: "_Job | None" = None  # an earlier item of the batch with the same content
+
+
+class _Batch:
+    """Runs the items' downloads, hashing and feature extraction on a pool, and writes the catalog in order.
+
+    Each item goes through two tasks on the pool: ``_prepare`` (download, probe, hash), then, unless the catalog
+    or an earlier item of the batch has the same content, ``_extract`` (features and thumbnail). This process
+    keeps a few items ahead in flight, decides between the two tasks (only it reads the catalog), and commits the
+    items in the order of the sources, as soon as each one's predecessors are committed.
+    """
+
+    def __init__(self, catalog: Catalog, settings: VisualSettings, workers: int) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.ahead = 2 * workers  # enough to keep every worker busy while the oldest item waits for its commit
+        if workers == 1:
+            self.pool: Executor = ThreadPoolExecutor(max_workers=1)
+        else:
+            # spawn: a forked child of a process that already runs threads (torch's, a web server's) can deadlock.
+            self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_start_worker,
+                                            initargs=(settings, max(1, visual._cpu_count() // workers)))
+        self._claimed: dict[str, _Job] = {}
+
+    def __enter__(self) -> "_Batch":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, items: list[SourceItem | Outcome]) -> Iterator[Outcome]:
+        """Yield each item's Outcome, in the order of ``items``."""
+        waiting = deque(items)
+        jobs: deque[_Job] = deque()
+        while jobs or waiting:
+            while waiting and len(jobs) < self.ahead:
+                jobs.append(self._start(waiting.popleft()))
+            head = jobs[0]
+            if head.outcome is None and head.running is None:
+                head.outcome = self._commit(head)  # its predecessors are committed: its turn
+            if head.outcome is not None:
+                yield jobs.popleft().outcome
+                continue
+            running = {job.running: job for job in jobs if job.running is not None}
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                self._advance(running[future], future.result())
+
+    def _start(self, item: SourceItem | Outcome) -> _Job:
+        if isinstance(item, Outcome):  # a source that expand_sources could not expand
+            return _Job(SourceItem(item.source), outcome=item)
+        job = _Job(item)
+        known = self.catalog.find_by_source(item.source) if media.is_url(item.source) else None
+        if known:
+            job.outcome = Outcome(item.source, "skipped", f"already indexed as #{known.id}", known)
+        else:
+            job.running = self.pool.submit(_prepare, item, self.catalog.root / "tmp")
+        return job
+
+    def _advance(self, job: _Job, result: _Prepared | _Extracted | _Failed) -> None:
+        """Take a finished task's result: fail the item, or start its extraction, or mark it ready to commit."""
+        job.running = None
+        if isinstance(result, _Failed):
+            job.outcome = Outcome(job.item.source, "failed", result.reason)
+            self._clean(job)
+        elif isinstance(result, _Extracted):
+            job.extracted = result
+        else:
+            job.prepared = result
+            earlier = self._claimed.get(result.content_hash)
+            if earlier is not None:
+                job.same_as = earlier  # its outcome decides this one's: no second extraction
+            elif self.catalog.find_by_hash(result.content_hash) is None:
+                self._claimed[result.content_hash] = job
+                job.running = self.pool.submit(_extract, result, self.settings)
+            # else: already in the catalog; the commit records the alias
+
+    def _commit(self, job: _Job) -> Outcome:
+        """Write a prepared item to the catalog: a new video, or an alias of the one with the same content.
+
+        An item with the same content as an earlier one of the batch shares that one's fate: an alias of it, or
+        its failure (the same file would fail the same way).
+        """
+        prepared, source = job.prepared, job.item.source
+        if job.same_as is not None and job.same_as.outcome.status == "failed":
+            self._clean(job)
+            return Outcome(source, "failed", job.same_as.outcome.reason)
+        try:
+            known = self.catalog.find_by_hash(prepared.content_hash)
+            if known:
+                self.catalog.add_source_alias(source, known.id)
+                return Outcome(source, "skipped", f"already indexed as #{known.id}", known)
+            features = job.extracted.features
+            video = self.catalog.add(NewVideo(
+                content_hash=prepared.content_hash,
+                source=source,
+                media_file=prepared.path,
+                title=job.item.title or prepared.title or prepared.path.stem,
+                duration=prepared.info.duration,
+                label=job.item.label,
+                group=job.item.group,
+                thumbnail=job.extracted.thumbnail,
+                vectors=features.vectors,
+            ))
+            return Outcome(source, "indexed", "; ".join(features.notes), video)
+        except CatalogError as exc:
+            return Outcome(source, "failed", str(exc))
+        except OSError as exc:
+            return Outcome(source, "failed", exc.strerror or str(exc))
+        finally:
+            self._clean(job)
+
+    @staticmethod
+    def _clean(job: _Job) -> None:
+        if job.prepared is not None and job.prepared.download_dir is not None:
+            shutil.rmtree(job.prepared.download_dir, ignore_errors=True)
+
+
+def _start_worker(settings: VisualSettings, torch_threads: int) -> None:
+    """Set up a worker process: load the CNN once, then give torch only this worker's share of the cores.
+
+    The model is loaded first because loading it sets torch's threads to every core; with several workers that
+    would put several threads on each core.
+    """
+    try:
+        backbone = visual.get_backbone(settings.backbone, weights=settings.weights)
+        backbone.embed(np.zeros((1, backbone.input_size, backbone.input_size, 3), dtype=np.uint8))
+    except MvrError:
+        return  # the first extraction raises the same error, where the user sees it
+    import torch
+
+    torch.set_num_threads(torch_threads)
+
+
+def _prepare(item: SourceItem, downloads: Path) -> _Prepared | _Failed:
+    """Download (a URL), probe and hash one item; runs on the pool."""
     download_dir = None
     try:
         if media.is_url(item.source):
-            known = catalog.find_by_source(item.source)
-            if known:
-                return Outcome(item.source, "skipped", f"already indexed as #{known.id}", known)
-            path, fetched_title, download_dir = media.download_to_temp(item.source, catalog.root / "tmp")
+            downloads.mkdir(parents=True, exist_ok=True)
+            download_dir = Path(tempfile.mkdtemp(dir=downloads, prefix="download-"))
+            path, title = media.download(item.source, download_dir)
         else:
-            path, fetched_title = Path(item.source), None
+            path, title = Path(item.source), None
         info = media.probe(path)  # the clear error for a missing or non-media file comes before hashing
-        content_hash = media.file_sha256(path)
-        known = catalog.find_by_hash(content_hash)
-        if known:
-            catalog.add_source_alias(item.source, known.id)
-            return Outcome(item.source, "skipped", f"already indexed as #{known.id}", known)
-        features = extract_features(path, settings=settings, info=info)
-        video = catalog.add(NewVideo(
-            content_hash=content_hash,
-            source=item.source,
-            media_file=path,
-            title=item.title or fetched_title or path.stem,
-            duration=info.duration,
-            label=item.label,
-            group=item.group,
-            thumbnail=media.thumbnail_jpeg(path, info),
-            vectors=features.vectors,
-        ))
-        return Outcome(item.source, "indexed", "; ".join(features.notes), video)
-    except (MediaError, CatalogError) as exc:
-        return Outcome(item.source, "failed", exc.reason if isinstance(exc, MediaError) else str(exc))
-    except OSError as exc:
-        return Outcome(item.source, "failed", exc.strerror or str(exc))
-    finally:
+        return _Prepared(path, title, info, media.file_sha256(path), download_dir)
+    except (MediaError, OSError) as exc:
         if download_dir is not None:
-            download_dir.cleanup()
+            shutil.rmtree(download_dir, ignore_errors=True)
+        return _Failed(_reason(exc))
+
+
+def _extract(prepared: _Prepared, settings: VisualSettings) -> _Extracted | _Failed:
+    """Compute one prepared item's vectors and thumbnail; runs on the pool."""
+    try:
+        features = extract_features(prepared.path, settings=settings, info=prepared.info)
+        return _Extracted(features, media.thumbnail_jpeg(prepared.path, prepared.info))
+    except (MediaError, OSError) as exc:
+        return _Failed(_reason(exc))
+
+
+def _reason(exc: MediaError | OSError) -> str:
+    if isinstance(exc, MediaError):
+        return exc.reason
+    return exc.strerror or str(exc)

@@ -6,13 +6,16 @@ numpy arrays and never parse containers themselves.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 import numpy as np
@@ -21,6 +24,8 @@ from mvr.errors import MediaError
 
 # Formats yt-dlp may choose; one muxed file keeps audio and pictures together in the catalog.
 _YTDLP_FORMAT = "best[height<=720][ext=mp4]/best[height<=720]/bestvideo[height<=720]+bestaudio/best"
+# Bytes of decoded audio read from ffmpeg's pipe at a time: few enough to stay in cache, enough to amortise a call.
+_PIPE_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -115,12 +120,12 @@ def probe(path: Path) -> MediaInfo:
 
 
 def decode_audio(path: Path, info: MediaInfo | None = None) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream to a mono float64 signal at its own sample rate.
+    """Decode the first audio stream to a mono float64 signal at its own sample rate, whole, in memory.
 
     The samples are decoded to 16-bit PCM and the two channels averaged, exactly as pyAudioAnalysis reads a WAV
     file (``read_audio_file`` + ``stereo_to_mono``), so that both see identical numbers. The sample rate is the
     stream's own: no resampling, as in the study. Streams of more than two channels are first downmixed to
-    stereo by ffmpeg.
+    stereo by ffmpeg. Long files are better read in blocks with :func:`open_audio`, which this wraps.
 
     Returns
     -------
@@ -129,24 +134,168 @@ def decode_audio(path: Path, info: MediaInfo | None = None) -> tuple[np.ndarray,
     sample_rate : int
         Samples per second of ``signal``.
     """
+    with open_audio(path, info) as decoded:
+        return decoded.read(0, decoded.size), decoded.sample_rate
+
+
+class DecodedAudio:
+    """A file's first audio stream, decoded once to 16-bit PCM kept in an unnamed temporary file.
+
+    Holding a long file's samples in memory does not scale: an hour of stereo 44.1 kHz audio is 635 MB of PCM
+    and 1.3 GB of float64 samples. Here memory holds one block of the pipe at a time while decoding, and
+    :meth:`read` gives any stretch of mono samples back. The statistics pyAudioAnalysis normalises the whole
+    signal by are gathered while decoding, and are exactly numpy's on the whole mono signal: its samples are
+    multiples of 1/2 far below 2**52, so every partial sum is exact, whatever the order of the additions.
+
+    Use it as a context manager, or call :meth:`close`; the file disappears when it is closed (or the process
+    ends).
+
+    Attributes
+    ----------
+    sample_rate : int
+        Samples per second.
+    size : int
+        Mono samples.
+    mean, maximum, minimum : float
+        Of the mono samples, in 16-bit integer units, equal to the float64 signal's ``mean()``, ``max()`` and
+        ``min()``.
+    """
+
+    def __init__(self, spool: BinaryIO, channels: int, sample_rate: int, size: int, doubled_sum: int,
+                 doubled_max: int, doubled_min: int) -> None:
+        self._spool = spool
+        self._channels = channels
+        self.sample_rate = sample_rate
+        self.size = size
+        # The statistics were gathered on twice the mono samples (the sum of the channels, integers).
+        self.mean = float(doubled_sum) / 2.0 / size
+        self.maximum = doubled_max / 2.0
+        self.minimum = doubled_min / 2.0
+
+    def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Mono samples ``start .. stop - 1`` as float64, in 16-bit integer units, into ``out`` when given.
+
+        Thread-safe: it reads at an offset and moves no shared file position.
+        """
+        start, stop = max(0, start), min(stop, self.size)
+        count = max(0, stop - start)
+        out = np.empty(count) if out is None else out[:count]
+        frame_bytes = 2 * self._channels
+        data = _pread_exactly(self._spool.fileno(), count * frame_bytes, start * frame_bytes)
+        pcm = np.frombuffer(data, dtype="<i2")
+        if self._channels == 2:
+            # (left + right) * 0.5 is exact, so it equals pyAudioAnalysis' right / 2 + left / 2 to the bit.
+            np.add(pcm[0::2], pcm[1::2], out=out, dtype=np.float64)
+            out *= 0.5
+        else:
+            out[...] = pcm
+        return out
+
+    def close(self) -> None:
+        """Delete the temporary file."""
+        self._spool.close()
+
+    def __enter__(self) -> "DecodedAudio":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_audio(path: Path, info: MediaInfo | None = None) -> DecodedAudio:
+    """Decode the first audio stream of ``path`` into a :class:`DecodedAudio`, streaming ffmpeg's output.
+
+    Same samples as :func:`decode_audio` (16-bit PCM, the two channels averaged, more than two downmixed to
+    stereo by ffmpeg, the stream's own sample rate), with memory bounded by one block of the pipe.
+
+    Raises
+    ------
+    MediaError
+        When the file has no audio stream, or it cannot be decoded, or it holds no samples.
+    """
+    path = Path(path)
     info = info or probe(path)
     if not info.has_audio:
         raise MediaError(str(path), "no audio stream")
     channels = min(int(info.channels or 2), 2)
     cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
            "-ac", str(channels), "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"]
-    done = subprocess.run(cmd, capture_output=True)
-    if done.returncode != 0:
-        raise MediaError(str(path), f"audio could not be decoded ({_last_line(done.stderr)})")
-    pcm = np.frombuffer(done.stdout, dtype="<i2")
-    if pcm.size == 0:
-        raise MediaError(str(path), "audio stream holds no samples")
-    if channels == 2:
-        pairs = pcm[: pcm.size // 2 * 2].reshape(-1, 2)
-        signal = pairs[:, 1] / 2 + pairs[:, 0] / 2
-    else:
-        signal = pcm.astype(np.float64)
-    return signal, int(info.sample_rate)
+    frame_bytes = 2 * channels
+    spool = tempfile.TemporaryFile(prefix="mvr-audio-")
+    try:
+        # stderr goes to a file: a damaged stream can print more than a pipe holds, and block ffmpeg.
+        with tempfile.TemporaryFile() as errors:
+            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL) as proc:
+                _widen_pipe(proc.stdout)
+                frames, doubled_sum, doubled_max, doubled_min = _spool_pcm(proc.stdout, spool, frame_bytes)
+            if proc.returncode != 0:
+                errors.seek(0)
+                raise MediaError(str(path), f"audio could not be decoded ({_last_line(errors.read())})")
+        if frames == 0:
+            raise MediaError(str(path), "audio stream holds no samples")
+    except BaseException:
+        spool.close()
+        raise
+    return DecodedAudio(spool, channels, int(info.sample_rate), frames, doubled_sum, doubled_max, doubled_min)
+
+
+def _spool_pcm(pipe: BinaryIO, spool: BinaryIO, frame_bytes: int) -> tuple[int, int, int, int]:
+    """Copy whole PCM frames from ``pipe`` to ``spool``; return the frame count and the sum, maximum and minimum
+    of each frame's channels added together (twice the mono sample of a stereo frame), all exact integers.
+
+    A lone byte or sample left at the end (half a frame) is dropped.
+    """
+    buffer = bytearray(_PIPE_BLOCK)
+    view = memoryview(buffer)
+    held = 0  # bytes of an incomplete frame carried over from the last read
+    frames = total = 0
+    largest, smallest = -(1 << 17), 1 << 17
+    while True:
+        got = pipe.readinto(view[held:])
+        held += got
+        whole = held - held % frame_bytes
+        if whole:
+            pcm = np.frombuffer(buffer, dtype="<i2", count=whole // 2)
+            if frame_bytes == 4:
+                total += int(pcm.sum(dtype=np.int64))
+                doubled = np.add(pcm[0::2], pcm[1::2], dtype=np.int32)
+                largest, smallest = max(largest, int(doubled.max())), min(smallest, int(doubled.min()))
+            else:  # a mono stream's sample is its own channel mean: count it twice too
+                total += 2 * int(pcm.sum(dtype=np.int64))
+                largest, smallest = max(largest, 2 * int(pcm.max())), min(smallest, 2 * int(pcm.min()))
+            spool.write(view[:whole])
+            frames += whole // frame_bytes
+            buffer[: held - whole] = buffer[whole:held]  # the start of a frame the next read completes
+            held -= whole
+        if not got:
+            break
+    spool.flush()
+    return frames, total, largest, smallest
+
+
+def _widen_pipe(pipe: BinaryIO) -> None:
+    """Let the pipe hold a whole read block where the system allows it (Linux), rather than 64 KB.
+
+    With the default size ffmpeg and the reader take turns 16 times a block, and the switches cost more than
+    the copying.
+    """
+    try:
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BLOCK)
+    except (AttributeError, OSError):  # not Linux, or above the system's limit: the default size still works
+        pass
+
+
+def _pread_exactly(descriptor: int, count: int, offset: int) -> bytes:
+    """``count`` bytes at ``offset`` of a file, read however many calls the system needs."""
+    parts = []
+    while count > 0:
+        part = os.pread(descriptor, count, offset)
+        if not part:
+            raise OSError(f"temporary audio file ended {count} bytes early")
+        parts.append(part)
+        count -= len(part)
+        offset += len(part)
+    return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
 def thumbnail_jpeg(path: Path, info: MediaInfo | None = None, width: int = 320) -> bytes | None:

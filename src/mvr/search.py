@@ -17,12 +17,16 @@ Fused search combines the two modalities in one of two ways (:data:`FUSIONS`):
 
 The defaults (:data:`DEFAULT_FUSION`, :data:`FUSION_WEIGHTS`, :data:`DEFAULT_METRICS`) were chosen from
 leave-one-out results on the benchmark collections; ``docs/evaluation.md`` gives the numbers and the reasons.
+
+On large catalogs (4,096 videos and more) :func:`rank` shortlists with compact vectors (:mod:`mvr.vectorindex`)
+for ``euclidean``, ``cityblock``, ``cosine`` and ``correlation``, and ranks the shortlist with the exact distances;
+``exact=True`` scans the whole matrix instead. ``docs/performance.md`` gives the times and the recall.
 """
 
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +37,7 @@ from mvr.catalog import Catalog, Video
 from mvr.collection import visual_settings
 from mvr.errors import CatalogError, DegenerateMetricError, MediaError
 from mvr.features import VisualSettings, extract_features
+from mvr.vectorindex import VectorIndex
 
 METRICS = (
     "euclidean", "cityblock", "cosine", "correlation", "hamming", "jaccard",
@@ -69,11 +74,19 @@ class Candidates:
         float64, ``(n, dims)``; for fused search, the audio columns then the visual ones.
     blocks : tuple of Block
         Late fusion: each modality's columns and weight. Empty: one distance over all columns.
+    index : VectorIndex
+        Compact search vectors of ``matrix``, built on first use; they live as long as these candidates, which
+        :func:`candidates` replaces when the catalog changes.
     """
 
     ids: np.ndarray
     matrix: np.ndarray
     blocks: tuple[Block, ...] = ()
+    index: VectorIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = VectorIndex(self.matrix, [(block.columns, block.weight) for block in self.blocks])
+        object.__setattr__(self, "index", index)  # frozen: set once, here
 
     def subset(self, rows: np.ndarray) -> Candidates:
         """The candidates at positions ``rows`` (indices or a boolean mask), with the same fusion."""
@@ -227,6 +240,7 @@ def rank(
     metric: str,
     k: int = 5,
     exclude: frozenset[int] = frozenset(),
+    exact: bool = False,
 ) -> list[tuple[int, float]]:
     """Return the ``k`` nearest ``(video_id, distance)`` pairs, nearest first.
 
@@ -234,12 +248,24 @@ def rank(
     finite number (for example ``jensenshannon`` on negative values) are left out. With late fusion the distance
     is the weighted sum of the modalities' z-scores, so it can be negative.
 
+    Where the pool's :class:`~mvr.vectorindex.VectorIndex` applies (a large catalog, a metric it supports), a
+    shortlist from compact vectors is ranked with the exact distances: the same distances as the full scan,
+    and the same videos but for a rare near tie (``docs/performance.md`` measures the recall). Late fusion's
+    z-scores then use statistics estimated from the compact vectors, within about 1e-3 of the exact ones
+    (cityblock: 1e-2). ``exact=True`` always scans the whole matrix.
+
     Raises
     ------
     DegenerateMetricError
         When no candidate gets a finite distance, or all of them get the same one.
     """
     excluded = np.isin(pool.ids, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
+    query = np.asarray(query, dtype=np.float64)
+    # A query of the wrong shape goes to the full scan, which explains the mismatch.
+    if not exact and query.shape == pool.matrix.shape[1:]:
+        found = pool.index.search(query, metric, k, excluded)
+        if found is not None:
+            return [(int(pool.ids[row]), float(distance)) for row, distance in zip(*found)]
     found = distance_matrix(query, pool, metric, excluded[None, :])[0]
     finite = np.isfinite(found)
     if not finite.any():
@@ -283,13 +309,15 @@ def recommend(
     k: int = 5,
     settings: VisualSettings | None = None,
     fusion: str = DEFAULT_FUSION,
+    exact: bool = False,
 ) -> Recommendation:
     """Recommend the ``k`` catalog videos nearest to ``source`` (a file path or an http(s) URL).
 
     A source the catalog already holds (same URL, or same content) uses its stored vectors and is left out of
     its own results. Anything else is downloaded if needed and its features extracted with the catalog's own
     settings, so that query and catalog vectors are always comparable. ``fusion`` (one of :data:`FUSIONS`)
-    applies to fused search; ``concat`` with :data:`STUDY_METRICS` is the study's method.
+    applies to fused search; ``concat`` with :data:`STUDY_METRICS` is the study's method. ``exact`` is
+    :func:`rank`'s.
 
     Raises
     ------
@@ -308,7 +336,7 @@ def recommend(
     pool = candidates(catalog, modality, fusion)
     query, vectors, notes = query_vectors(catalog, source, modality, visual_settings(catalog, settings))
     exclude = frozenset([query["id"]]) if query.get("id") is not None else frozenset()
-    ranked = rank(vectors, pool, metric, k=k, exclude=exclude)
+    ranked = rank(vectors, pool, metric, k=k, exclude=exclude, exact=exact)
     matches = [Match(rank=i + 1, video=catalog.get(video_id), distance=distance)
                for i, (video_id, distance) in enumerate(ranked)]
     return Recommendation(query=query, modality=modality, metric=metric, matches=matches, notes=notes)
