@@ -192,3 +192,13 @@ def test_console_script_runs(music_videos, catalog: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].startswith("audio recommendations for")
     assert len(done.stdout.strip().splitlines()) == 7
+
+
+def test_exact_flag_gives_the_same_ranking_on_a_small_catalog(catalog: Path, music_videos, capsys) -> None:
+    answers = []
+    for extra in ([], ["--exact"]):
+        code, out, _ = run_cli(capsys, "query", music_videos.paths[3], "--catalog", catalog, "--modality", "fused",
+                               "--json", *extra)
+        assert code == 0
+        answers.append(json.loads(out)["results"])
+    assert answers[0] == answers[1]

@@ -120,7 +120,10 @@ def short_term_features(
 
 
 class _Samples(Protocol):
-    """Mono samples in 16-bit integer units that can be read in stretches: in memory, or a media.DecodedAudio."""
+    """Mono samples in 16-bit integer units that can be read in stretches: in memory, or a media.DecodedAudio.
+
+    ``read`` returns samples ``start .. stop - 1``, in ``out`` when it has to copy them somewhere.
+    """
 
     size: int
     mean: float
@@ -150,12 +153,8 @@ class _InMemory:
         return float(self._signal.min())
 
     def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Samples ``start .. stop - 1``, copied into ``out`` when given."""
-        part = self._signal[start:stop]
-        if out is None:
-            return part
-        out[: part.size] = part
-        return out[: part.size]
+        """Samples ``start .. stop - 1``: a view, so ``out`` is not needed."""
+        return self._signal[start:stop]
 
 
 def _short_term(samples: _Samples, sample_rate: int, window: float, step: float, deltas: bool) -> np.ndarray:
@@ -513,8 +512,7 @@ def _frame_features(samples: _Samples, offset: float, divisor: float, plan: _Pla
     """
     lead = 1 if first > 0 else 0
     start, end = (first - lead) * plan.step, (stop - 1) * plan.step + plan.window
-    x = samples.read(start, end, out=scratch.samples)
-    x -= offset
+    x = np.subtract(samples.read(start, end, out=scratch.samples), offset, out=scratch.samples[: end - start])
     x /= divisor
     frames = sliding_window_view(x, plan.window)[:: plan.step]
     n = frames.shape[0]

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                             + ", ".join(f"{m} {d}" for m, d in DEFAULT_METRICS.items()) + ")")
     query.add_argument("--fusion", choices=FUSIONS, default=None,
                        help=f"how fused search combines the modalities (default {DEFAULT_FUSION})")
+    query.add_argument("--exact", action="store_true",
+                       help="rank every candidate exactly (large catalogs otherwise use compact vectors first)")
     query.add_argument("-k", type=_positive_int, default=5, help="how many recommendations (default 5)")
     query.add_argument("--json", action="store_true", help="print JSON")
     visual_options(query)
@@ -190,13 +192,19 @@ def run_query(args: argparse.Namespace) -> int:
         preset = _preset(args)
         found = recommend(catalog, args.source, modality=args.modality,
                           metric=args.metric or preset.metrics[args.modality], k=args.k,
-                          settings=_visual_settings(args), fusion=args.fusion or preset.fusion)
+                          settings=_visual_settings(args), fusion=args.fusion or preset.fusion, exact=args.exact)
     for note in found.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(found.to_dict(), indent=2))
         return 0
-    print(f"{found.modality} recommendations for {found.query['title']} ({found.metric} distance)")
+    fusion = args.fusion or _preset(args).fusion
+    if found.modality == "fused" and fusion == "late":
+        # Late fusion adds standardised distances: the score is relative to this query's candidates.
+        measure = f"late fusion of {found.metric} distances, standardised score: lower is closer"
+    else:
+        measure = f"{found.metric} distance"
+    print(f"{found.modality} recommendations for {found.query['title']} ({measure})")
     rows = [(str(m.rank), m.video.title, m.video.label or "", f"{m.distance:.6g}") for m in found.matches]
     _print_table(("rank", "title", "label", "distance"), rows)
     return 0
