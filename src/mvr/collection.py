@@ -206,11 +206,16 @@ def visual_settings(catalog: Catalog, requested: VisualSettings | None) -> Visua
     )
     if requested and (requested.backbone, requested.max_keyframes) != (stored.backbone, stored.max_keyframes):
         raise CatalogError(
-            f"{catalog.root}: built with backbone {stored.backbone} and keyframe cap {stored.max_keyframes},"
-            f" not {requested.backbone} and {requested.max_keyframes}; re-index into a new catalog folder"
-            f" (mvr index SOURCES --catalog NEW_DIR --backbone {requested.backbone}) to use them"
+            f"{catalog.root}: built with {_describe(stored)}, not {_describe(requested)}; re-index into a new"
+            f" catalog folder (mvr index SOURCES --catalog NEW_DIR --backbone {requested.backbone}"
+            f" --max-keyframes {requested.max_keyframes or 0}) to use them, or leave these options out"
         )
     return stored
+
+
+def _describe(settings: VisualSettings) -> str:
+    cap = f"at most {settings.max_keyframes} keyframes" if settings.max_keyframes else "every keyframe"
+    return f"backbone {settings.backbone} on {cap}"
 
 
 # --- the indexing pipeline ------------------------------------------------------------------------------------------

@@ -334,12 +334,31 @@ def recommend(
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; choose one of: {', '.join(METRICS)}")
     pool = candidates(catalog, modality, fusion)
-    query, vectors, notes = query_vectors(catalog, source, modality, visual_settings(catalog, settings))
+    query, vector, notes = query_vectors(catalog, source, modality, visual_settings(catalog, settings))
+    return recommend_vector(catalog, pool, query, vector, modality, metric, k=k, notes=notes, exact=exact)
+
+
+def recommend_vector(
+    catalog: Catalog,
+    pool: Candidates,
+    query: dict,
+    vector: np.ndarray,
+    modality: str,
+    metric: str,
+    k: int = 5,
+    notes: list[str] | None = None,
+    exact: bool = False,
+) -> Recommendation:
+    """Rank ``pool`` for a query whose search vector is already known (extracted, or cached by a service).
+
+    ``query`` describes the source as :func:`query_vectors` does; a query the catalog holds (``query["id"]``) is
+    left out of its own results.
+    """
     exclude = frozenset([query["id"]]) if query.get("id") is not None else frozenset()
-    ranked = rank(vectors, pool, metric, k=k, exclude=exclude, exact=exact)
+    ranked = rank(vector, pool, metric, k=k, exclude=exclude, exact=exact)
     matches = [Match(rank=i + 1, video=catalog.get(video_id), distance=distance)
                for i, (video_id, distance) in enumerate(ranked)]
-    return Recommendation(query=query, modality=modality, metric=metric, matches=matches, notes=notes)
+    return Recommendation(query=query, modality=modality, metric=metric, matches=matches, notes=list(notes or []))
 
 
 def query_vectors(

@@ -491,13 +491,8 @@ class QueryRunner:
             description = {**features.description, "source": job.source}
             if description["id"] is None and job.title:
                 description["title"] = job.title
-            itself = frozenset() if description["id"] is None else frozenset([description["id"]])
-            ranked = search.rank(features.vector, pool, job.metric, k=job.k, exclude=itself)
-            found = search.Recommendation(
-                query=description, modality=job.modality, metric=job.metric, notes=features.notes,
-                matches=[search.Match(rank=i + 1, video=catalog.get(video_id), distance=distance)
-                         for i, (video_id, distance) in enumerate(ranked)],
-            )
+            found = search.recommend_vector(catalog, pool, description, features.vector, job.modality, job.metric,
+                                            k=job.k, notes=features.notes)
             self._update(job, status="done", stage="done", progress=1.0, result=found.to_dict(),
                          notes=found.notes)
         except MediaError as exc:
