@@ -1,4 +1,4 @@
-# mvr: set-up, demo and tests. `make demo` and `make test` are the README's two Quick start commands.
+# mvr: set-up, demo and tests, reached through `./run demo` and `./run test` (the README's Quick start).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
