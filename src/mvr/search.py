@@ -28,16 +28,18 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.spatial.distance import cdist
 
 from mvr import media
 from mvr.catalog import Catalog, Video
 from mvr.collection import visual_settings
 from mvr.errors import CatalogError, DegenerateMetricError, MediaError
 from mvr.features import VisualSettings, extract_features
-from mvr.vectorindex import VectorIndex
+
+if TYPE_CHECKING:
+    from mvr.vectorindex import VectorIndex
 
 METRICS = (
     "euclidean", "cityblock", "cosine", "correlation", "hamming", "jaccard",
@@ -85,6 +87,8 @@ class Candidates:
     index: VectorIndex = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        from mvr.vectorindex import VectorIndex  # here: it brings scipy, which commands that rank nothing skip
+
         index = VectorIndex(self.matrix, [(block.columns, block.weight) for block in self.blocks])
         object.__setattr__(self, "index", index)  # frozen: set once, here
 
@@ -216,6 +220,7 @@ def distance_matrix(
 
 
 def _masked_cdist(queries: np.ndarray, matrix: np.ndarray, metric: str, excluded: np.ndarray | None) -> np.ndarray:
+    from scipy.spatial.distance import cdist  # here: commands that rank nothing start without scipy
     with np.errstate(divide="ignore", invalid="ignore"):
         found = cdist(queries, matrix, metric=metric)
     found[~np.isfinite(found)] = np.nan
