@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import multiprocessing
-import shutil
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -365,14 +363,14 @@ class _Batch:
         except CatalogError as exc:
             return Outcome(source, "failed", str(exc))
         except OSError as exc:
-            return Outcome(source, "failed", exc.strerror or str(exc))
+            return Outcome(source, "failed", _reason(exc))
         finally:
             self._clean(job)
 
     @staticmethod
     def _clean(job: _Job) -> None:
-        if job.prepared is not None and job.prepared.download_dir is not None:
-            shutil.rmtree(job.prepared.download_dir, ignore_errors=True)
+        if job.prepared is not None:
+            media.remove_temp_folder(job.prepared.download_dir)
 
 
 def _start_worker(settings: VisualSettings, torch_threads: int) -> None:
@@ -396,16 +394,13 @@ def _prepare(item: SourceItem, downloads: Path) -> _Prepared | _Failed:
     download_dir = None
     try:
         if media.is_url(item.source):
-            downloads.mkdir(parents=True, exist_ok=True)
-            download_dir = Path(tempfile.mkdtemp(dir=downloads, prefix="download-"))
-            path, title = media.download(item.source, download_dir)
+            path, title, download_dir = media.download_to_temp(item.source, downloads)
         else:
             path, title = Path(item.source), None
         info = media.probe(path)  # the clear error for a missing or non-media file comes before hashing
         return _Prepared(path, title, info, media.file_sha256(path), download_dir)
     except (MediaError, OSError) as exc:
-        if download_dir is not None:
-            shutil.rmtree(download_dir, ignore_errors=True)
+        media.remove_temp_folder(download_dir)
         return _Failed(_reason(exc))
 
 

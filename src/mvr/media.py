@@ -353,16 +353,26 @@ def download(url: str, dest_dir: Path, max_bytes: int | None = None, timeout_s: 
     return files[0], str(title)
 
 
-def download_to_temp(url: str, parent: Path, **limits: float) -> tuple[Path, str, tempfile.TemporaryDirectory]:
-    """Download into a fresh temporary folder under ``parent``; the caller cleans it up."""
+def download_to_temp(url: str, parent: Path, **limits: float) -> tuple[Path, str, Path]:
+    """Download into a fresh folder under ``parent``: ``(file, title, folder)``.
+
+    The folder is a plain path, so that it can cross a process boundary; the caller removes it
+    (:func:`remove_temp_folder`) once the file is no longer needed. On failure nothing is left behind.
+    """
     parent.mkdir(parents=True, exist_ok=True)
-    holder = tempfile.TemporaryDirectory(dir=parent, prefix="download-")
+    folder = Path(tempfile.mkdtemp(dir=parent, prefix="download-"))
     try:
-        path, title = download(url, Path(holder.name), **limits)
+        path, title = download(url, folder, **limits)
     except BaseException:
-        holder.cleanup()
+        remove_temp_folder(folder)
         raise
-    return path, title, holder
+    return path, title, folder
+
+
+def remove_temp_folder(folder: Path | None) -> None:
+    """Remove a temporary folder (a download's, an upload's); None is allowed, for callers that made none."""
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class _SilentLogger:

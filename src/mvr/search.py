@@ -399,6 +399,5 @@ def query_vectors(
                 catalog.check_extractor(m, extractor)
             vectors, notes = {m: found[1] for m, found in features.vectors.items()}, features.notes
     finally:
-        if download_dir is not None:
-            download_dir.cleanup()
+        media.remove_temp_folder(download_dir)
     return description, fuse(vectors) if modality == "fused" else vectors[modality], notes

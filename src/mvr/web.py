@@ -18,7 +18,6 @@ import json
 import logging
 import re
 import secrets
-import shutil
 import socket
 import tempfile
 import threading
@@ -454,7 +453,7 @@ class QueryRunner:
             try:
                 self._check_capacity()
             except ServerBusy:
-                _remove(job.upload_dir)
+                media.remove_temp_folder(job.upload_dir)
                 raise
             self._jobs[job.id] = job
             self._forget_finished()
@@ -505,7 +504,7 @@ class QueryRunner:
             self._update(job, status="failed", stage="failed",
                          error=f"{job.source}: internal error ({type(exc).__name__}: {exc})")
         finally:
-            _remove(job.upload_dir)
+            media.remove_temp_folder(job.upload_dir)
             self._update(job, finished=time.monotonic())
 
     def _query_features(self, catalog: Catalog, job: QueryJob) -> QueryFeatures:
@@ -531,8 +530,7 @@ class QueryRunner:
             description, vector, notes = search.query_vectors(
                 catalog, source, job.modality, visual_settings(catalog, None))
         finally:
-            if download_dir is not None:
-                download_dir.cleanup()
+            media.remove_temp_folder(download_dir)
         if description["id"] is None and title:
             description = {**description, "title": title}
         features = QueryFeatures(description=description, vector=vector, notes=notes)
@@ -541,11 +539,6 @@ class QueryRunner:
             while len(self._features) > self._settings.feature_cache_size:
                 self._features.popitem(last=False)
         return features
-
-
-def _remove(folder: Path | None) -> None:
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def store_upload(handle: BinaryIO, filename: str, tmp_root: Path, max_bytes: int) -> tuple[Path, str]:
@@ -581,7 +574,7 @@ def store_upload(handle: BinaryIO, filename: str, tmp_root: Path, max_bytes: int
             # ffprobe names our temporary path; the client knows the file by its own name.
             raise HTTPException(415, f"{filename}: {exc.reason.replace(str(path), filename)}") from None
     except BaseException:
-        _remove(folder)
+        media.remove_temp_folder(folder)
         raise
     return path, digest.hexdigest()
 
