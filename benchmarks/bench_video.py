@@ -4,7 +4,8 @@ The study (section 3.2) extracts the I-frames with ``ffmpeg -vf select=eq(pict_t
 frame) into PNG files, then runs ResNet-152 on each file, one at a time. mvr decodes only the keyframes, has ffmpeg
 scale them straight to the network's input on a pipe, embeds them in batches, caps them at 64 and uses
 EfficientNet-Lite0 by default. The rows in between separate the gains: the same ResNet-152 on all keyframes through
-mvr's pipeline, then the lighter backbone, then the cap.
+mvr's pipeline, then the lighter backbone, then the cap. Each mvr row runs on the default CNN runtime (ONNX Runtime
+when it is installed, see :mod:`mvr.visual`) and again on torch, one after the other.
 
 The video is made once from real footage (Big Buck Bunny, 1280x720, from 60 s on) and real music (a track of the
 ``pop`` style of ``mvr dataset``), H.264 with a keyframe every 2 s, and kept in ``${MVR_CACHE:-~/.cache/mvr}/bench``.
@@ -22,6 +23,7 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +83,51 @@ def timed(run: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     result = run()
     return time.perf_counter() - start, result
+
+
+@contextlib.contextmanager
+def cnn_runtime(runtime: str) -> Iterator[None]:
+    """Run mvr's CNN on ``runtime`` (``onnx`` or ``torch``) inside the block."""
+    before = os.environ.get("MVR_CNN_RUNTIME")
+    os.environ["MVR_CNN_RUNTIME"] = runtime
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["MVR_CNN_RUNTIME"]
+        else:
+            os.environ["MVR_CNN_RUNTIME"] = before
+
+
+def first_inference(backbone: visual.Backbone, runtime: str) -> float:
+    """Seconds to load the model (or open its ONNX file) and embed one picture: what a new process pays once."""
+    with cnn_runtime(runtime):
+        load_s, _ = timed(lambda: backbone.embed(np.zeros((1, backbone.input_size, backbone.input_size, 3), np.uint8)))
+    return load_s
+
+
+def export_onnx(backbone: visual.Backbone) -> float | None:
+    """Export the backbone for ONNX Runtime unless it is cached; the seconds it took, or None when cached.
+
+    The export runs in a process of its own (Python start-up and imports included in the time), so that the loads
+    timed here start from nothing, as in a new process with the export cached.
+    """
+    if visual.onnx_path(backbone).is_file():
+        return None
+    code = ("import sys, numpy as np; from mvr import visual;"
+            " b = visual.get_backbone(sys.argv[1], weights=sys.argv[2]);"
+            " b.embed(np.zeros((1, b.input_size, b.input_size, 3), np.uint8))")
+    command = [sys.executable, "-c", code, backbone.name, str(backbone.weights)]
+    with cnn_runtime("onnx"):
+        export_s, _ = timed(lambda: subprocess.run(command, check=True))
+    return export_s
+
+
+def startup(backbone: visual.Backbone, runtimes: list[str]) -> dict[str, float | None]:
+    """A backbone's one-off costs: ``onnx_export`` (None when cached or not used), then each runtime's load."""
+    costs: dict[str, float | None] = {"onnx_export": export_onnx(backbone) if "onnx" in runtimes else None}
+    costs.update({runtime: first_inference(backbone, runtime) for runtime in runtimes})
+    return costs
 
 
 def mvr_pipeline(path: Path, backbone: visual.Backbone, cap: int | None, repeat: int) -> dict[str, float]:
@@ -144,6 +191,14 @@ def random_resnet152_weights(folder: Path) -> Path:
     return path
 
 
+def _onnxruntime_version() -> str:
+    try:
+        import onnxruntime
+    except ImportError:
+        return "no onnxruntime"
+    return f"onnxruntime {onnxruntime.__version__}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs of each mvr row (the median is shown)")
@@ -153,57 +208,79 @@ def main() -> None:
     video = args.video or bench_video()
     info = media.probe(video)
     load_before = os.getloadavg()[0]
+    with cnn_runtime(""):  # empty: mvr's own choice, whatever the caller set
+        default = visual.cnn_runtime()
+    runtimes = list(dict.fromkeys([default, "torch"]))
 
-    lite = visual.get_backbone("efficientnet-lite0")
     # Model load and the first inference (which sets up the CPU kernels) are timed apart: a long-lived process
-    # (the web app, a whole index run) pays them once. mvr imports torch first, with its threading settings, and
-    # the study's pipeline runs with the same.
-    load_lite_s, _ = timed(lambda: lite.embed(np.zeros((1, 224, 224, 3), np.uint8)))
+    # (the web app, a whole index run) pays them once. EfficientNet-Lite0 goes first, default runtime first, so
+    # that torch's time includes importing torch and ONNX Runtime's shows that it does not need it. mvr imports
+    # torch with its threading settings, and the study's pipeline runs with the same.
+    lite = visual.get_backbone("efficientnet-lite0")
+    startup_s = {"efficientnet-lite0": startup(lite, runtimes)}
     import torch
 
     with tempfile.TemporaryDirectory(prefix="mvr-bench-") as tmp:
         resnet = visual.get_backbone("resnet152", weights=random_resnet152_weights(Path(tmp)))
-        load_resnet_s, _ = timed(lambda: resnet.embed(np.zeros((1, 224, 224, 3), np.uint8)))
+        startup_s["resnet152"] = startup(resnet, runtimes)
         study_model = study_resnet152(resnet.weights)
 
-    rows = {
-        "study": ("study: select=I -> PNG, ResNet-152 batch 1", study_pipeline(video, study_model)),
-        "mvr_resnet152_all": ("mvr pipeline, ResNet-152, all keyframes", mvr_pipeline(video, resnet, None, 1)),
-        "mvr_lite0_all": ("mvr pipeline, EfficientNet-Lite0, all keyframes",
-                          mvr_pipeline(video, lite, None, args.repeat)),
-        "mvr_lite0_cap64": ("mvr default: EfficientNet-Lite0, cap 64", mvr_pipeline(video, lite, 64, args.repeat)),
+    configs = {
+        "mvr_resnet152_all": ("mvr pipeline, ResNet-152, all keyframes", resnet, None, 1),
+        "mvr_lite0_all": ("mvr pipeline, EfficientNet-Lite0, all keyframes", lite, None, args.repeat),
+        "mvr_lite0_cap64": ("mvr default: EfficientNet-Lite0, cap 64", lite, 64, args.repeat),
     }
+    rows = {"study": ("study: select=I -> PNG, ResNet-152 batch 1", study_pipeline(video, study_model))}
+    for name, (label, backbone, cap, repeat) in configs.items():
+        for runtime in runtimes:  # one after the other, so that a change in the load weighs on both
+            with cnn_runtime(runtime):
+                key = name if runtime == default else f"{name}_{runtime}"
+                rows[key] = (f"{label} [{runtime}]", mvr_pipeline(video, backbone, cap, repeat))
     study_total = rows["study"][1]["total_s"]
 
     print(f"video: {video.name}, {info.duration:.0f} s, {info.width}x{info.height}; "
-          f"cpu: {platform.processor() or platform.machine()}, {visual._cpu_count()} cores usable, "
-          f"torch {torch.__version__} with {torch.get_num_threads()} threads; "
+          f"cpu: {platform.processor() or platform.machine()}, {media.cpu_count()} cores usable, "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads, {_onnxruntime_version()}; "
           f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
-    header = f"{'pipeline':52s} {'frames':>6s} {'decode s':>9s} {'embed s':>8s} {'total s':>8s} {'speed-up':>8s}"
+    header = f"{'pipeline':56s} {'frames':>6s} {'decode s':>9s} {'embed s':>8s} {'total s':>8s} {'speed-up':>8s}"
     print(header)
     print("-" * len(header))
     for label, row in rows.values():
-        print(f"{label:52s} {row['keyframes']:6d} {row['decode_s']:9.2f} {row['embed_s']:8.2f} "
+        print(f"{label:56s} {row['keyframes']:6d} {row['decode_s']:9.2f} {row['embed_s']:8.2f} "
               f"{row['total_s']:8.2f} {study_total / row['total_s']:7.1f}x")
-    print(f"model load + first inference: EfficientNet-Lite0 {load_lite_s:.2f} s (importing torch included),"
-          f" ResNet-152 {load_resnet_s:.2f} s")
+    for runtime in runtimes:
+        print(f"model load + first inference [{runtime}]: EfficientNet-Lite0"
+              f" {startup_s['efficientnet-lite0'][runtime]:.2f} s, ResNet-152 {startup_s['resnet152'][runtime]:.2f} s")
+    for name, costs in startup_s.items():
+        if costs["onnx_export"] is not None:
+            print(f"ONNX export of {name}, once per weights file, in a new process: {costs['onnx_export']:.2f} s")
+    print("(EfficientNet-Lite0's first torch load includes importing torch)")
 
     figures = {name: {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
                for name, (_, row) in rows.items()}
-    default = rows["mvr_lite0_cap64"][1]
+    best = rows["mvr_lite0_cap64"][1]
     summary = {
         "video": {"file": video.name, "duration_s": round(info.duration, 1), "width": info.width,
                   "height": info.height, "keyframe_every_s": None if args.video else KEYFRAME_EVERY_S},
-        "machine": {"cores": visual._cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"cores": media.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "onnxruntime": _onnxruntime_version(),
                     "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2)},
+        "runtime": default,
         **figures,
-        "model_load_s": {"resnet152": round(load_resnet_s, 3), "efficientnet-lite0": round(load_lite_s, 3)},
+        # The default runtime's, as before; the others under model_load_s_<runtime>.
+        **{"model_load_s" + ("" if runtime == default else f"_{runtime}"):
+           {name: round(costs[runtime], 3) for name, costs in startup_s.items()} for runtime in runtimes},
+        "onnx_export_s": {name: round(seconds, 3) if (seconds := costs["onnx_export"]) is not None else None
+                          for name, costs in startup_s.items()},
         "speedup": {
-            "default_vs_study": round(study_total / default["total_s"], 2),
+            "default_vs_study": round(study_total / best["total_s"], 2),
             "pipeline_only_same_network_and_frames": round(study_total / rows["mvr_resnet152_all"][1]["total_s"], 2),
-            "decode_vs_study_decode": round(rows["study"][1]["decode_s"] / default["decode_s"], 2),
+            "decode_vs_study_decode": round(rows["study"][1]["decode_s"] / best["decode_s"], 2),
+            **({f"embed_{default}_vs_torch": {
+                name: round(rows[f"{name}_torch"][1]["embed_s"] / rows[name][1]["embed_s"], 2) for name in configs}}
+               if default != "torch" else {}),
         },
-        "visual_under_10s_with_load": default["total_s"] + load_lite_s < 10,
+        "visual_under_10s_with_load": best["total_s"] + startup_s["efficientnet-lite0"][default] < 10,
     }
     print(json.dumps(summary))
 

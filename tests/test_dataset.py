@@ -169,3 +169,12 @@ def test_an_impossible_spec_is_refused() -> None:
         plan_collection(CollectionSpec(visual_styles=("film",)))
     with pytest.raises(MvrError, match="unknown mode"):
         plan_collection(CollectionSpec(mode="shuffled"))
+
+
+def test_items_of_an_earlier_recipe_are_removed(tmp_path: Path) -> None:
+    items = tmp_path / "items"
+    items.mkdir()
+    for name in ("pop-song-1-nature-0123abcd.mp4", "pop-song-1-nature-89abcdef.mp4", "my-own-video.mp4"):
+        (items / name).write_bytes(b"x")
+    dataset._remove_stale_items(items, {"pop-song-1-nature-89abcdef.mp4"})
+    assert sorted(p.name for p in items.iterdir()) == ["my-own-video.mp4", "pop-song-1-nature-89abcdef.mp4"]

@@ -118,3 +118,60 @@ def test_streamed_decoding_reports_unusable_audio(bad_media) -> None:
     said = media.MediaInfo(duration=10.0, has_audio=True, has_video=False, sample_rate=44100, channels=2)
     with pytest.raises(MediaError, match="audio could not be decoded"):
         media.open_audio(bad_media["not_media"], said)
+
+
+def _ffmpeg_pcm(path: Path, channels: int) -> np.ndarray:
+    """What ffmpeg decodes a file's first audio stream to: 16-bit samples, interleaved."""
+    return np.frombuffer(subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-ac", str(channels), "-f", "s16le", "-"],
+        capture_output=True, check=True).stdout, dtype="<i2")
+
+
+def _extensible_wav(pcm: np.ndarray, channels: int, rate: int) -> bytes:
+    """A WAVE_FORMAT_EXTENSIBLE file of 16-bit PCM (the header ffmpeg's wav muxer writes for odd layouts)."""
+    fmt = (0xFFFE).to_bytes(2, "little") + channels.to_bytes(2, "little") + rate.to_bytes(4, "little") \
+        + (rate * 2 * channels).to_bytes(4, "little") + (2 * channels).to_bytes(2, "little") \
+        + (16).to_bytes(2, "little") + (22).to_bytes(2, "little") + (16).to_bytes(2, "little") \
+        + (3).to_bytes(4, "little") + bytes.fromhex("0100000000001000800000aa00389b71")
+    data = pcm.astype("<i2").tobytes()
+    chunks = b"fmt " + len(fmt).to_bytes(4, "little") + fmt + b"data" + len(data).to_bytes(4, "little") + data
+    return b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WAVE" + chunks
+
+
+def test_pcm_wav_is_read_in_place_with_ffmpegs_samples(music_tracks, tmp_path: Path) -> None:
+    stereo = music_tracks[0]  # ffmpeg's own WAV: a LIST chunk comes before the data
+    mono = tmp_path / "mono.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-t", "3", "-i", str(stereo), "-ac", "1", str(mono)],
+                   check=True, capture_output=True)
+    extensible = tmp_path / "extensible.wav"
+    extensible.write_bytes(_extensible_wav(_ffmpeg_pcm(stereo, 2)[: 2 * 44100 * 2], 2, 44100))
+    cut = tmp_path / "cut.wav"  # its header claims more data than the file holds, and half a frame ends it
+    cut.write_bytes(stereo.read_bytes()[: 3 * 44100 * 4 + 1001])
+    for path, channels in ((stereo, 2), (mono, 1), (extensible, 2), (cut, 2)):
+        assert media._pcm_wav(path) is not None, path.name
+        pcm = _ffmpeg_pcm(path, channels)
+        expected = pcm.astype(np.float64) if channels == 1 else pcm[1::2] / 2 + pcm[0::2] / 2
+        info = media.probe(path)  # from the header, as ffprobe would say it
+        assert (info.has_audio, info.has_video, info.channels, info.sample_rate) == (True, False, channels, 44100)
+        assert info.duration == pytest.approx(expected.size / 44100)
+        with media.open_audio(path, info) as decoded:
+            assert decoded.size == expected.size
+            assert (decoded.mean, decoded.maximum, decoded.minimum) == (expected.mean(), expected.max(),
+                                                                        expected.min())
+            np.testing.assert_array_equal(decoded.read(0, decoded.size), expected)
+        assert path.exists()  # the file itself was read, and is left alone
+
+
+def test_other_wav_files_go_through_ffmpeg(music_tracks, tmp_path: Path) -> None:
+    deep = tmp_path / "24-bit.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-t", "2", "-i", str(music_tracks[0]), "-c:a", "pcm_s24le",
+                    str(deep)], check=True, capture_output=True)
+    assert media._pcm_wav(deep) is None
+    pcm = _ffmpeg_pcm(deep, 2)
+    with media.open_audio(deep) as decoded:  # decoded by ffmpeg to 16 bits, like any other file
+        np.testing.assert_array_equal(decoded.read(0, decoded.size), pcm[1::2] / 2 + pcm[0::2] / 2)
+    not_wav = tmp_path / "not.wav"
+    not_wav.write_bytes(b"RIFF\x04\x00\x00\x00WAVE" + b"junk" * 10)
+    assert media._pcm_wav(not_wav) is None
+    with pytest.raises(MediaError, match="not a media file"):
+        media.probe(not_wav)

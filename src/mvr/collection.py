@@ -276,7 +276,7 @@ class _Batch:
             # spawn: a forked child of a process that already runs threads (torch's, a web server's) can deadlock.
             self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_start_worker,
-                                            initargs=(settings, max(1, visual._cpu_count() // workers)))
+                                            initargs=(settings, max(1, media.cpu_count() // workers)))
         self._claimed: dict[str, _Job] = {}
 
     def __enter__(self) -> "_Batch":
@@ -373,20 +373,14 @@ class _Batch:
             media.remove_temp_folder(job.prepared.download_dir)
 
 
-def _start_worker(settings: VisualSettings, torch_threads: int) -> None:
-    """Set up a worker process: load the CNN once, then give torch only this worker's share of the cores.
-
-    The model is loaded first because loading it sets torch's threads to every core; with several workers that
-    would put several threads on each core.
-    """
+def _start_worker(settings: VisualSettings, cnn_threads: int) -> None:
+    """Set up a worker process: give the CNN this worker's share of the cores, then load it once."""
+    visual.set_cnn_threads(cnn_threads)
     try:
         backbone = visual.get_backbone(settings.backbone, weights=settings.weights)
         backbone.embed(np.zeros((1, backbone.input_size, backbone.input_size, 3), dtype=np.uint8))
     except MvrError:
         return  # the first extraction raises the same error, where the user sees it
-    import torch
-
-    torch.set_num_threads(torch_threads)
 
 
 def _prepare(item: SourceItem, downloads: Path) -> _Prepared | _Failed:

@@ -60,8 +60,10 @@ def extract_features(
     """
     path = Path(path)
     info = info or media.probe(path)
+    # Beside the visual extractor the audio frames get half the CPUs; alone, all of them.
+    audio_threads = max(1, media.cpu_count() // 2) if "visual" in modalities else None
     jobs = {
-        "audio": lambda: (audio.AUDIO_EXTRACTOR, audio.audio_vector(path, info=info)),
+        "audio": lambda: (audio.AUDIO_EXTRACTOR, audio.audio_vector(path, info=info, threads=audio_threads)),
         "visual": lambda: _visual(path, settings, info),
     }
     features = Features(info=info)

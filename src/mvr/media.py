@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -53,6 +54,13 @@ class MediaInfo:
     height: int | None = None
 
 
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity, where the system reports one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def is_url(source: str) -> bool:
     """Tell whether ``source`` is an http(s) URL rather than a local path."""
     return urlparse(source).scheme in ("http", "https")
@@ -90,6 +98,10 @@ def probe(path: Path) -> MediaInfo:
         raise MediaError(str(path), "is a folder, not a media file")
     if path.stat().st_size == 0:
         raise MediaError(str(path), "empty file (0 bytes)")
+    wav = _pcm_wav(path)
+    if wav is not None:  # its header says all ffprobe would, without starting a process
+        return MediaInfo(duration=wav.frames / wav.sample_rate, has_audio=True, has_video=False,
+                         sample_rate=wav.sample_rate, channels=wav.channels)
     cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -139,7 +151,8 @@ def decode_audio(path: Path, info: MediaInfo | None = None) -> tuple[np.ndarray,
 
 
 class DecodedAudio:
-    """A file's first audio stream, decoded once to 16-bit PCM kept in an unnamed temporary file.
+    """A file's first audio stream as 16-bit PCM on disk: decoded once into an unnamed temporary file, or, for a
+    16-bit PCM WAV file, the file itself.
 
     Holding a long file's samples in memory does not scale: an hour of stereo 44.1 kHz audio is 635 MB of PCM
     and 1.3 GB of float64 samples. Here memory holds one block of the pipe at a time while decoding, and
@@ -147,8 +160,8 @@ class DecodedAudio:
     signal by are gathered while decoding, and are exactly numpy's on the whole mono signal: its samples are
     multiples of 1/2 far below 2**52, so every partial sum is exact, whatever the order of the additions.
 
-    Use it as a context manager, or call :meth:`close`; the file disappears when it is closed (or the process
-    ends).
+    Use it as a context manager, or call :meth:`close`; a temporary file disappears when it is closed (or the
+    process ends).
 
     Attributes
     ----------
@@ -162,8 +175,9 @@ class DecodedAudio:
     """
 
     def __init__(self, spool: BinaryIO, channels: int, sample_rate: int, size: int, doubled_sum: int,
-                 doubled_max: int, doubled_min: int) -> None:
+                 doubled_max: int, doubled_min: int, data_offset: int = 0) -> None:
         self._spool = spool
+        self._data_offset = data_offset  # where the samples start in the file
         self._channels = channels
         self.sample_rate = sample_rate
         self.size = size
@@ -181,7 +195,7 @@ class DecodedAudio:
         count = max(0, stop - start)
         out = np.empty(count) if out is None else out[:count]
         frame_bytes = 2 * self._channels
-        data = _pread_exactly(self._spool.fileno(), count * frame_bytes, start * frame_bytes)
+        data = _pread_exactly(self._spool.fileno(), count * frame_bytes, self._data_offset + start * frame_bytes)
         pcm = np.frombuffer(data, dtype="<i2")
         if self._channels == 2:
             # (left + right) * 0.5 is exact, so it equals pyAudioAnalysis' right / 2 + left / 2 to the bit.
@@ -192,7 +206,7 @@ class DecodedAudio:
         return out
 
     def close(self) -> None:
-        """Delete the temporary file."""
+        """Close the file (a temporary one is deleted)."""
         self._spool.close()
 
     def __enter__(self) -> "DecodedAudio":
@@ -206,7 +220,8 @@ def open_audio(path: Path, info: MediaInfo | None = None) -> DecodedAudio:
     """Decode the first audio stream of ``path`` into a :class:`DecodedAudio`, streaming ffmpeg's output.
 
     Same samples as :func:`decode_audio` (16-bit PCM, the two channels averaged, more than two downmixed to
-    stereo by ffmpeg, the stream's own sample rate), with memory bounded by one block of the pipe.
+    stereo by ffmpeg, the stream's own sample rate), with memory bounded by one block of the pipe. A mono or
+    stereo 16-bit PCM WAV file holds those samples already: it is read in place, with no ffmpeg and no copy.
 
     Raises
     ------
@@ -217,6 +232,9 @@ def open_audio(path: Path, info: MediaInfo | None = None) -> DecodedAudio:
     info = info or probe(path)
     if not info.has_audio:
         raise MediaError(str(path), "no audio stream")
+    wav = _pcm_wav(path)
+    if wav is not None:
+        return _open_pcm_wav(path, wav)
     channels = min(int(info.channels or 2), 2)
     cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
            "-ac", str(channels), "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"]
@@ -248,21 +266,14 @@ def _spool_pcm(pipe: BinaryIO, spool: BinaryIO, frame_bytes: int) -> tuple[int, 
     buffer = bytearray(_PIPE_BLOCK)
     view = memoryview(buffer)
     held = 0  # bytes of an incomplete frame carried over from the last read
-    frames = total = 0
-    largest, smallest = -(1 << 17), 1 << 17
+    frames = 0
+    statistics = _PcmStatistics()
     while True:
         got = pipe.readinto(view[held:])
         held += got
         whole = held - held % frame_bytes
         if whole:
-            pcm = np.frombuffer(buffer, dtype="<i2", count=whole // 2)
-            if frame_bytes == 4:
-                total += int(pcm.sum(dtype=np.int64))
-                doubled = np.add(pcm[0::2], pcm[1::2], dtype=np.int32)
-                largest, smallest = max(largest, int(doubled.max())), min(smallest, int(doubled.min()))
-            else:  # a mono stream's sample is its own channel mean: count it twice too
-                total += 2 * int(pcm.sum(dtype=np.int64))
-                largest, smallest = max(largest, 2 * int(pcm.max())), min(smallest, 2 * int(pcm.min()))
+            statistics.add(np.frombuffer(buffer, dtype="<i2", count=whole // 2), frame_bytes // 2)
             spool.write(view[:whole])
             frames += whole // frame_bytes
             buffer[: held - whole] = buffer[whole:held]  # the start of a frame the next read completes
@@ -270,7 +281,119 @@ def _spool_pcm(pipe: BinaryIO, spool: BinaryIO, frame_bytes: int) -> tuple[int, 
         if not got:
             break
     spool.flush()
-    return frames, total, largest, smallest
+    return frames, statistics.total, statistics.largest, statistics.smallest
+
+
+class _PcmStatistics:
+    """Sum, maximum and minimum of each frame's channels added together (twice the mono sample of a stereo
+    frame), gathered block by block, all exact integers."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.largest, self.smallest = -(1 << 17), 1 << 17
+
+    def add(self, pcm: np.ndarray, channels: int) -> None:
+        """Take in a block of interleaved 16-bit samples of ``channels`` (1 or 2) channels."""
+        if channels == 2:
+            doubled = np.add(pcm[0::2], pcm[1::2], dtype=np.int32)
+        else:  # a mono stream's sample is its own channel mean: count it twice too
+            doubled = np.multiply(pcm, 2, dtype=np.int32)
+        self.total += int(doubled.sum(dtype=np.int64))
+        self.largest = max(self.largest, int(doubled.max()))
+        self.smallest = min(self.smallest, int(doubled.min()))
+
+
+@dataclass(frozen=True)
+class _WavLayout:
+    """Where a 16-bit PCM WAV file keeps its samples."""
+
+    data_offset: int
+    frames: int
+    channels: int
+    sample_rate: int
+
+
+_WAVE_PCM, _WAVE_EXTENSIBLE = 1, 0xFFFE
+# The PCM sub-format GUID of WAVE_FORMAT_EXTENSIBLE, after its first two bytes (the format code).
+_KSDATAFORMAT_PCM_TAIL = bytes.fromhex("000000001000800000aa00389b71")
+
+
+def _pcm_wav(path: Path) -> _WavLayout | None:
+    """The layout of a mono or stereo 16-bit PCM WAV file; None for anything else (ffmpeg reads that).
+
+    Walks the RIFF chunks to ``fmt `` and ``data``. A data chunk that claims more bytes than the file holds (a
+    file cut short, or written while streaming) is read as far as the file goes, as ffmpeg reads it.
+    """
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"RIFF" or handle.read(8)[4:] != b"WAVE":
+                return None
+            size = os.fstat(handle.fileno()).st_size
+            layout = None
+            while (header := handle.read(8)) and len(header) == 8:
+                kind, length = header[:4], int.from_bytes(header[4:], "little")
+                if kind == b"fmt ":
+                    fmt = handle.read(length)
+                    layout = _wav_format(fmt)
+                    if layout is None:
+                        return None
+                    handle.seek(length % 2, os.SEEK_CUR)
+                elif kind == b"data":
+                    if layout is None:  # samples before their format: leave it to ffmpeg
+                        return None
+                    channels, rate = layout
+                    start = handle.tell()
+                    frames = min(length, size - start) // (2 * channels)
+                    return _WavLayout(start, frames, channels, rate) if frames else None
+                else:
+                    handle.seek(length + length % 2, os.SEEK_CUR)  # chunks are padded to even sizes
+    except OSError:
+        return None
+    return None
+
+
+def _wav_format(fmt: bytes) -> tuple[int, int] | None:
+    """Channels and sample rate from a ``fmt `` chunk of 16-bit PCM in one or two channels, else None."""
+    if len(fmt) < 16:
+        return None
+    code, channels, rate = int.from_bytes(fmt[0:2], "little"), int.from_bytes(fmt[2:4], "little"), \
+        int.from_bytes(fmt[4:8], "little")
+    bits = int.from_bytes(fmt[14:16], "little")
+    if code == _WAVE_EXTENSIBLE:
+        if len(fmt) < 40 or fmt[26:40] != _KSDATAFORMAT_PCM_TAIL or fmt[24:26] != b"\x01\x00":
+            return None
+    elif code != _WAVE_PCM:
+        return None
+    if bits != 16 or channels not in (1, 2) or rate <= 0:
+        return None
+    return channels, rate
+
+
+def _open_pcm_wav(path: Path, wav: _WavLayout) -> DecodedAudio:
+    """A :class:`DecodedAudio` reading a PCM WAV file in place; its statistics come from one pass over it."""
+    handle = open(path, "rb")
+    try:
+        samples = np.memmap(handle, dtype="<i2", mode="r", offset=wav.data_offset,
+                            shape=(wav.frames * wav.channels,))
+        block = (_PIPE_BLOCK // 2) * wav.channels  # whole frames
+        starts = range(0, samples.size, block)
+        workers = max(1, min(len(starts), cpu_count()))
+
+        def gather(share: range) -> _PcmStatistics:
+            statistics = _PcmStatistics()
+            for start in share:
+                statistics.add(samples[start : start + block], wav.channels)
+            return statistics
+
+        # numpy releases the GIL in these reductions: the blocks are shared out among threads.
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(gather, [starts[i::workers] for i in range(workers)]))
+        del samples
+    except BaseException:
+        handle.close()
+        raise
+    return DecodedAudio(handle, wav.channels, wav.sample_rate, wav.frames, sum(p.total for p in parts),
+                        max(p.largest for p in parts), min(p.smallest for p in parts), data_offset=wav.data_offset)
 
 
 def _widen_pipe(pipe: BinaryIO) -> None:

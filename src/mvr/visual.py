@@ -12,18 +12,35 @@ keep the cost bounded on a small CPU:
 * at most ``max_keyframes`` keyframes, spread evenly over the video, are kept (``None`` keeps all, as the study).
 
 The backbone is pluggable (:func:`get_backbone`); the default is EfficientNet-Lite0, which needs about 30 times
-fewer operations per picture than ResNet-152 (0.4 against 11.5 GFLOPs). ``torch`` is imported only when a model
-is first loaded, so that audio-only work starts fast.
+fewer operations per picture than ResNet-152 (0.4 against 11.5 GFLOPs).
+
+The network runs on ONNX Runtime when ``onnxruntime`` is installed, on torch otherwise. ONNX Runtime embedded
+keyframes 1.3 to 3.7 times faster than torch on 2 busy cores (``benchmarks/bench_video.py``), and once a backbone
+is exported it needs no ``torch`` import at all, which saves a second or two at start-up. Each backbone, with its
+weights, is exported once by torch to ``${MVR_CACHE:-~/.cache/mvr}/onnx/<name>-<weights sha256>-<export
+version>.onnx``; the file is written under a temporary name and then renamed, so that parallel index workers never
+read half a file. Both runtimes compute the same function (the normalisation is part of the exported graph) and
+agree to about 2e-6 of the largest feature, so their vectors share one extractor string and can be mixed in a
+catalog. When ONNX Runtime or the export fails, a one-line warning goes to stderr and torch runs instead.
+
+Environment:
+
+``MVR_CNN_RUNTIME``
+    ``onnx`` or ``torch`` forces that runtime; unset or empty picks ONNX Runtime when it is importable.
+
+``torch`` is imported only when a model is first loaded or exported, so that audio-only work starts fast.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import threading
-import urllib.request
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -51,6 +68,16 @@ _BATCH = 16
 
 # How long to wait for download.pytorch.org before deciding that we are offline.
 _DOWNLOAD_PROBE_TIMEOUT_S = 10.0
+
+_RUNTIME_ENV = "MVR_CNN_RUNTIME"
+_RUNTIMES = ("onnx", "torch")
+
+# Part of the exported file's name: bump it whenever the exported graph changes (opset, inputs, wrapper), so that
+# files exported by an older mvr are not reused.
+ONNX_EXPORT_VERSION = "opset17-nhwc-uint8-v1"
+_ONNX_OPSET = 17
+_ONNX_INPUT = "frames"
+_ONNX_OUTPUT = "features"
 
 
 # keyframes ------------------------------------------------------------------------------------------------------
@@ -241,6 +268,7 @@ class Backbone:
     extractor: str
     weights: Path
     _spec: _Spec = field(repr=False, compare=False)
+    _sha256: str = field(repr=False, compare=False)  # of the weights file: names its ONNX export
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
         """Embed RGB pictures.
@@ -260,17 +288,11 @@ class Backbone:
         if frames.ndim != 4 or frames.shape[1:] != expected or frames.dtype != np.uint8:
             raise ValueError(f"{self.name} embeds uint8 arrays of shape (N, {', '.join(map(str, expected))}),"
                              f" not {frames.dtype} {frames.shape}")
-        torch, model = _load_model(self)
+        run = _runner(self)
         out = np.empty((len(frames), self.dims), dtype=np.float32)
-        mean = torch.tensor(self._spec.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self._spec.std).view(1, 3, 1, 1)
-        with torch.inference_mode():
-            for start in range(0, len(frames), _BATCH):
-                batch = torch.from_numpy(np.ascontiguousarray(frames[start:start + _BATCH]))
-                # NHWC uint8 is already channels-last in memory: permuting gives the layout oneDNN runs fastest
-                # on CPU (about 3x faster than NCHW here) without copying.
-                pixels = batch.permute(0, 3, 1, 2).float()
-                out[start:start + len(batch)] = model((pixels - mean) / std).numpy()
+        for start in range(0, len(frames), _BATCH):
+            batch = np.ascontiguousarray(frames[start:start + _BATCH])
+            out[start:start + len(batch)] = run(batch)
         return out
 
 
@@ -317,7 +339,7 @@ def _backbone(name: str, weights: Path) -> Backbone:
     digest = media.file_sha256(weights)
     label = spec.known_weights.get(digest[:8], f"sha256-{digest[:12]}")
     return Backbone(name=name, dims=spec.dims, input_size=spec.input_size, extractor=f"{name}/{label}",
-                    weights=weights, _spec=spec)
+                    weights=weights, _spec=spec, _sha256=digest)
 
 
 _models: dict[tuple[str, Path], Any] = {}
@@ -325,7 +347,11 @@ _models_lock = threading.Lock()
 
 
 def _load_model(backbone: Backbone) -> tuple[Any, Any]:
-    """Return ``(torch, model)``, building the model and loading its weights on first use."""
+    """Return ``(torch, model)``, building the model and loading its weights on first use.
+
+    The model takes a batch of uint8 RGB pictures, shape ``(N, input_size, input_size, 3)``, normalises them as its
+    weights expect and returns their ``(N, dims)`` features.
+    """
     # torch's OpenMP threads spin while they wait for each other by default. When the cores are shared (audio
     # features computed beside the visual ones, ffmpeg decoding, other programs), a spinning thread holds a core
     # that a working one needs: on 2 busy cores that made EfficientNet-Lite0 2 to 4 times slower than sleeping
@@ -337,7 +363,7 @@ def _load_model(backbone: Backbone) -> tuple[Any, Any]:
     # The lock keeps two threads (an indexing pool, a web server) from loading the same 240 MB twice.
     with _models_lock:
         if key not in _models:
-            torch.set_num_threads(_cpu_count())
+            torch.set_num_threads(_cnn_threads())
             # Built without memory ("meta" tensors), then given the file's tensors: initialising ResNet-152's
             # 60 M random parameters only to overwrite them would cost a second. strict=True guarantees that
             # every parameter and buffer is replaced.
@@ -349,16 +375,159 @@ def _load_model(backbone: Backbone) -> tuple[Any, Any]:
                 state = {k: v for k, v in state.items() if not k.startswith(("fc.", "_fc."))}
                 model.load_state_dict(state, strict=True, assign=True)
             except Exception as exc:  # torch raises RuntimeError, pickle errors, OSError...: all mean "bad file"
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise MvrError(f"{backbone.weights}: not usable {backbone.name} weights ({first})") from None
-            model.eval()
-            _models[key] = model
+                raise MvrError(f"{backbone.weights}: not usable {backbone.name} weights ({_first_line(exc)})") \
+                    from None
+            _models[key] = _normalised(torch, model.eval(), backbone._spec)
         return torch, _models[key]
 
 
-def _cpu_count() -> int:
-    # The cores this process may use, which is fewer than the machine's in a container with a CPU set.
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def _normalised(torch: Any, model: Any, spec: _Spec) -> Any:
+    """``model`` behind its input normalisation, as one module: what both runtimes run."""
+
+    class Normalised(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
+
+        def forward(self, frames: Any) -> Any:
+            # NHWC uint8 is already channels-last in memory: permuting gives the layout oneDNN runs fastest on
+            # CPU (about 3x faster than NCHW here) without copying.
+            return self.model((frames.permute(0, 3, 1, 2).float() - self.mean) / self.std)
+
+    return Normalised().eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# Threads the CNN may use, whichever the runtime; None: every core this process may use.
+_threads: int | None = None
+
+
+def set_cnn_threads(count: int) -> None:
+    """Give the CNN ``count`` threads from now on, on either runtime (an index worker takes its share)."""
+    global _threads
+    _threads = max(1, int(count))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(_threads)
+
+
+def _cnn_threads() -> int:
+    return _threads or media.cpu_count()
+
+
+# runtimes -------------------------------------------------------------------------------------------------------
+
+
+def cnn_runtime() -> str:
+    """The runtime that embeds keyframes: ``"onnx"`` or ``"torch"``.
+
+    ``$MVR_CNN_RUNTIME`` when it is set; otherwise ONNX Runtime when ``onnxruntime`` is importable, torch if not.
+    ``"onnx"`` can still end on torch, with a warning, when the export or ONNX Runtime fails.
+
+    Raises
+    ------
+    MvrError
+        When ``$MVR_CNN_RUNTIME`` names another runtime.
+    """
+    chosen = os.environ.get(_RUNTIME_ENV, "").strip().lower()
+    if chosen in _RUNTIMES:
+        return chosen
+    if chosen:
+        raise MvrError(f"{_RUNTIME_ENV}={chosen!r}: choose among {', '.join(_RUNTIMES)}")
+    return "onnx" if importlib.util.find_spec("onnxruntime") else "torch"
+
+
+def _runner(backbone: Backbone) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from a contiguous uint8 batch of pictures to its float32 features, on :func:`cnn_runtime`."""
+    if cnn_runtime() == "onnx":
+        session = _onnx_session(backbone)
+        if session is not None:
+            return lambda batch: session.run([_ONNX_OUTPUT], {_ONNX_INPUT: batch})[0]
+    torch, model = _load_model(backbone)
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(batch)).numpy()
+
+    return run
+
+
+# ONNX file -> (intra-op threads, session or None after a failure)
+_sessions: dict[Path, tuple[int, Any]] = {}
+_sessions_lock = threading.Lock()
+
+
+def _onnx_session(backbone: Backbone) -> Any:
+    """The backbone's ONNX Runtime session, exported and opened on first use; None when that failed."""
+    path = onnx_path(backbone)
+    threads = _cnn_threads()
+    # The lock keeps two threads from exporting the same file at once; other processes may (see _export).
+    with _sessions_lock:
+        known = _sessions.get(path)
+        if known is None or known[0] != threads:
+            _sessions[path] = (threads, _open_session(backbone, path, threads))
+        return _sessions[path][1]
+
+
+def onnx_path(backbone: Backbone) -> Path:
+    """Where the backbone's ONNX export is cached: named by backbone, weights checksum and export version."""
+    from mvr import dataset  # the cache folder's rule; not imported with this module to keep its import light
+
+    return dataset.cache_root() / "onnx" / f"{backbone.name}-{backbone._sha256[:16]}-{ONNX_EXPORT_VERSION}.onnx"
+
+
+
+
+def _open_session(backbone: Backbone, path: Path, threads: int) -> Any:
+    """Export the backbone unless ``path`` exists, then open it; on failure warn on stderr and return None."""
+    try:
+        import onnxruntime  # first: no export when it is missing
+
+        if not path.is_file():
+            _export(backbone, path)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # As with torch's OMP_WAIT_POLICY=PASSIVE: threads that spin while waiting hold cores that ffmpeg, the
+        # audio features or other workers need.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3  # errors only: its notes on graph optimisation are not the user's concern
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except MvrError:
+        raise  # unusable weights: torch would fail the same way
+    except Exception as exc:  # a missing package, a failed export, a full disk: torch still works
+        print(f"mvr: warning: ONNX Runtime not used for {backbone.extractor} ({type(exc).__name__}:"
+              f" {_first_line(exc)}); running torch instead", file=sys.stderr)
+        return None
+
+
+def _export(backbone: Backbone, path: Path) -> None:
+    """Export the backbone with its normalisation to ONNX at ``path``, batch size left free.
+
+    The file is written under a temporary name in the same folder and then renamed (atomic on POSIX), so that
+    another process sees either no file or the whole file; two processes exporting at once write the same model.
+    """
+    torch, model = _load_model(backbone)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Unique per process; within one, _sessions_lock lets a single thread export a given file.
+    staged = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        example = torch.zeros((1, backbone.input_size, backbone.input_size, 3), dtype=torch.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on constant folding and tracing
+            torch.onnx.export(model, (example,), staged, input_names=[_ONNX_INPUT], output_names=[_ONNX_OUTPUT],
+                              dynamic_axes={_ONNX_INPUT: {0: "batch"}, _ONNX_OUTPUT: {0: "batch"}},
+                              opset_version=_ONNX_OPSET, dynamo=False)
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def _build_efficientnet_lite0() -> Any:
@@ -390,25 +559,25 @@ def _build_resnet152() -> Any:
 
 
 def _resnet152_weights(download: bool) -> Path:
-    import torch
-    import torchvision
-
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    choices = torchvision.models.ResNet152_Weights
-    for option in (choices.IMAGENET1K_V1, choices.IMAGENET1K_V2):
-        candidate = checkpoints / option.url.rsplit("/", 1)[-1]
+    checkpoints = _torch_hub_dir() / "checkpoints"
+    for url in _RESNET152_URLS:
+        candidate = checkpoints / url.rsplit("/", 1)[-1]
         if candidate.is_file():
             return candidate
-    url = choices.IMAGENET1K_V1.url
+    url = _RESNET152_URLS[0]
     target = checkpoints / url.rsplit("/", 1)[-1]
     hint = (f"ResNet-152 weights not found: put torchvision's ImageNet file at {target} (from {url}),"
             f" or pass a weights file (--weights)")
     if not download:
         raise MvrError(hint)
     try:
+        import urllib.request  # here: it costs tens of milliseconds at start-up
+
         # A short probe first: torch.hub's download has no timeout and would hang on a network that drops packets.
         with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=_DOWNLOAD_PROBE_TIMEOUT_S):
             pass
+        import torch
+
         target.parent.mkdir(parents=True, exist_ok=True)
         # Checked against the hash prefix in the file name; written to a temporary name first, then moved.
         torch.hub.download_url_to_file(url, str(target), hash_prefix=target.stem.rsplit("-", 1)[-1], progress=False)
@@ -416,6 +585,20 @@ def _resnet152_weights(download: bool) -> Path:
         raise MvrError(f"{hint}; the download failed ({type(exc).__name__}: {exc})") from None
     return target
 
+
+def _torch_hub_dir() -> Path:
+    """``torch.hub.get_dir()``, without importing torch (seconds) when it is not loaded yet."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return Path(torch.hub.get_dir())  # honours torch.hub.set_dir()
+    # torch.hub's rule: $TORCH_HOME/hub, $TORCH_HOME defaulting to $XDG_CACHE_HOME/torch, that to ~/.cache/torch.
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+# torchvision's ResNet152_Weights.IMAGENET1K_V1 and IMAGENET1K_V2, in order of preference.
+_RESNET152_URLS = ("https://download.pytorch.org/models/resnet152-394f9c45.pth",
+                   "https://download.pytorch.org/models/resnet152-f82ba261.pth")
 
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
