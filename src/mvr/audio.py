@@ -33,7 +33,7 @@ import math
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Protocol
 
@@ -121,7 +121,7 @@ def short_term_features(
     signal = np.asarray(signal, dtype=np.float64)
     if signal.ndim != 1:
         raise ValueError(f"expected a mono signal of shape (n_samples,), got shape {signal.shape}")
-    return _short_term(_InMemory(signal), sample_rate, window, step, deltas, threads)
+    return _short_term(_InMemory(signal, threads or media.cpu_count()), sample_rate, window, step, deltas, threads)
 
 
 class _Samples(Protocol):
@@ -139,23 +139,35 @@ class _Samples(Protocol):
 
 
 class _InMemory:
-    """A float64 signal in memory, read as :class:`_Samples`; its statistics are computed when asked for."""
+    """A float64 signal in memory, read as :class:`_Samples`; its statistics are gathered when first asked for,
+    a share of the signal a thread."""
 
-    def __init__(self, signal: np.ndarray) -> None:
+    def __init__(self, signal: np.ndarray, threads: int) -> None:
         self._signal = signal
+        self._threads = threads
         self.size = signal.size
+
+    @cached_property
+    def _statistics(self) -> tuple[float, float, float]:
+        parts = np.array_split(self._signal, max(1, min(self._threads, self.size >> 16)))
+        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            found = list(pool.map(lambda part: (part.sum(), part.max(), part.min()), parts))
+        # Decoded audio samples are multiples of 1/2 (16-bit channels averaged): every partial sum is exact, so
+        # the mean is numpy's to the bit however the signal is split.
+        return (float(sum(total for total, _, _ in found) / self.size), float(max(high for _, high, _ in found)),
+                float(min(low for _, _, low in found)))
 
     @property
     def mean(self) -> float:
-        return float(self._signal.mean())
+        return self._statistics[0]
 
     @property
     def maximum(self) -> float:
-        return float(self._signal.max())
+        return self._statistics[1]
 
     @property
     def minimum(self) -> float:
-        return float(self._signal.min())
+        return self._statistics[2]
 
     def read(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         """Samples ``start .. stop - 1``: a view, so ``out`` is not needed."""
@@ -382,17 +394,21 @@ def _chroma_plan(rate: int, n_bins: int) -> dict:
         # pyAudioAnalysis fails here (its other branch is a shape error): there are no numbers to reproduce.
         raise ValueError(f"sample rate {rate} Hz with a {2 * n_bins}-sample window is too coarse for "
                          "pyAudioAnalysis' chroma features")
-    _, of_pitch, counts = np.unique(pitch, return_inverse=True, return_counts=True)
-    bins_per_pitch = counts[of_pitch].astype(np.float64)  # indexed by bin: how many bins share its pitch
+    # (No np.unique here: its first call imports numpy.ma, a sizeable share of a short command's start-up.)
+    of_pitch = pitch - pitch.min()
+    bins_per_pitch = np.bincount(of_pitch)[of_pitch].astype(np.float64)  # by bin: how many bins share its pitch
     slots = np.where(pitch < 0, pitch + n_bins, pitch)  # a negative pitch indexes from the end
     # Several bins write the same slot; as with numpy's fancy assignment, the last (highest) bin wins.
-    slot_ids, first_from_end = np.unique(slots[::-1], return_index=True)
-    sources = n_bins - 1 - first_from_end
+    last_bin = np.full(n_bins, -1)
+    np.maximum.at(last_bin, slots, np.arange(n_bins))
+    slot_ids = np.flatnonzero(last_bin >= 0)
+    sources = last_bin[slot_ids]
     divisors = bins_per_pitch[pitch[slot_ids]]  # slot k is divided by the count at index pitch(bin k) (sic)
     # Fold modulo 12 keeping only the rows of 12 slots that hold something: the rows left out would only add
     # zeros, and the kept rows are still added in increasing order, as pyAudioAnalysis adds them.
-    rows = np.unique(slot_ids // 12)
-    columns = np.searchsorted(rows, slot_ids // 12) * 12 + slot_ids % 12
+    row_of_slot = slot_ids // 12  # non-decreasing, as slot_ids is sorted
+    rows = row_of_slot[np.r_[True, row_of_slot[1:] != row_of_slot[:-1]]]
+    columns = np.searchsorted(rows, row_of_slot) * 12 + slot_ids % 12
     return {"chroma_bins": sources, "chroma_divisors": divisors, "chroma_columns": columns,
             "chroma_rows": int(rows.size)}
 
@@ -541,7 +557,7 @@ def _frame_features(samples: _Samples, offset: float, divisor: float, plan: _Pla
     total, blocks = _block_energies(mag)
     out[3], out[4] = _centroid_spread(mag, mag @ plan.bin_powers, plan)
     out[5] = _entropy(blocks, total)
-    out[6] = _flux(mag, scratch.work[:n], scratch.work2[: n - 1])
+    out[6] = _flux(mag, total)
     out[7] = _rolloff(mag, total, scratch.work[:n], scratch.work2[:n])
     mel = mag[:, plan.mel_bins] @ plan.mel_bank  # the bins outside it would only add zeros
     out[8:21] = _mfcc_dct(np.log10(mel + _EPS)).T
@@ -610,19 +626,24 @@ def _centroid_spread(mag: np.ndarray, moments: np.ndarray, plan: _Plan) -> tuple
     return centroid / half, spread / half
 
 
-def _flux(mag: np.ndarray, work: np.ndarray, work2: np.ndarray) -> np.ndarray:
+def _flux(mag: np.ndarray, total: np.ndarray) -> np.ndarray:
     """Sum of squared differences of consecutive spectra, each divided by its sum (+eps a bin).
 
-    The differences are taken bin by bin, as pyAudioAnalysis takes them: close spectra would show any other
-    rounding as a large relative difference, and identical frames give exactly 0. The first row gets 0: right
-    for the signal's first frame (pyAudioAnalysis compares it with itself); otherwise the first row is a chunk's
-    lead frame, which is dropped.
+    Expanded as ``sum(a**2) / sa**2 + sum(b**2) / sb**2 - 2 sum(a b) / (sa sb)`` from each row's sum of squares
+    (``total``) and one product of neighbouring rows, which costs one pass over the spectra rather than four. Close
+    neighbours make that a difference of near-equal numbers: where it would keep fewer than 13 digits (a steady
+    tone), the differences of the shares are taken one by one, as pyAudioAnalysis does, so that identical frames
+    still give exactly 0. The first row gets 0: right for the signal's first frame (pyAudioAnalysis compares it
+    with itself); otherwise the first row is a chunk's lead frame, which is dropped.
     """
     inverse = 1.0 / (mag.sum(axis=1) + mag.shape[1] * _EPS)
-    shares = np.multiply(mag, inverse[:, None], out=work)
-    change = np.subtract(shares[1:], shares[:-1], out=work2)
+    squares = total * inverse**2  # the sum of each row's squared shares
+    pairs = squares[1:] + squares[:-1]
     flux = np.zeros(mag.shape[0])
-    flux[1:] = np.einsum("ij,ij->i", change, change)
+    flux[1:] = pairs - 2.0 * np.einsum("ij,ij->i", mag[1:], mag[:-1]) * inverse[1:] * inverse[:-1]
+    for row in np.flatnonzero(flux[1:] < 1e-3 * pairs) + 1:
+        change = mag[row] * inverse[row] - mag[row - 1] * inverse[row - 1]
+        flux[row] = change @ change
     return flux
 
 

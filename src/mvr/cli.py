@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mvr import __version__
-from mvr.catalog import Catalog
 from mvr.errors import MvrError
 
 EXIT_FAILED = 1
@@ -145,6 +144,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _open_catalog(folder: Path, create: bool = True):
+    """``Catalog.open``, imported when a verb needs it: ``mvr features`` starts without sqlite."""
+    from mvr.catalog import Catalog
+
+    return Catalog.open(folder, create=create)
+
+
 def _preset(args: argparse.Namespace):
     from mvr.presets import PRESETS
 
@@ -177,7 +183,7 @@ def run_index(args: argparse.Namespace) -> int:
             note = f" ({outcome.reason})" if outcome.reason else ""
             print(f"{outcome.status:<8} {where}{note}", file=sys.stderr)
 
-    with Catalog.open(args.catalog) as catalog:
+    with _open_catalog(args.catalog) as catalog:
         report = index_sources(catalog, args.sources, label=args.label, settings=_visual_settings(args),
                                on_outcome=show, jobs=args.jobs)
         print(f"{report.summary()}; the catalog holds {len(catalog)} videos")
@@ -188,7 +194,7 @@ def run_query(args: argparse.Namespace) -> int:
     """``mvr query``: print the top-k recommendations as a table or JSON."""
     from mvr.search import recommend
 
-    with Catalog.open(args.catalog, create=False) as catalog:
+    with _open_catalog(args.catalog, create=False) as catalog:
         preset = _preset(args)
         found = recommend(catalog, args.source, modality=args.modality,
                           metric=args.metric or preset.metrics[args.modality], k=args.k,
@@ -212,7 +218,7 @@ def run_query(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     """``mvr list``: the catalog's videos."""
-    with Catalog.open(args.catalog, create=False) as catalog:
+    with _open_catalog(args.catalog, create=False) as catalog:
         videos = catalog.videos(label=args.label)
     if args.json:
         print(json.dumps([video.to_dict() for video in videos], indent=2))
@@ -260,8 +266,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from mvr import evaluation
 
     protocol = args.protocol or (None if args.queries else _preset(args).protocol)
-    with Catalog.open(args.catalog, create=False) as catalog, contextlib.ExitStack() as stack:
-        queries = stack.enter_context(Catalog.open(args.queries, create=False)) if args.queries else None
+    with _open_catalog(args.catalog, create=False) as catalog, contextlib.ExitStack() as stack:
+        queries = stack.enter_context(_open_catalog(args.queries, create=False)) if args.queries else None
         found = evaluation.evaluate(catalog, k=args.k, protocol=protocol, queries=queries)
     stored = evaluation.save(found, args.catalog)
     written = [stored]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import subprocess
@@ -373,22 +374,24 @@ def _open_pcm_wav(path: Path, wav: _WavLayout) -> DecodedAudio:
     """A :class:`DecodedAudio` reading a PCM WAV file in place; its statistics come from one pass over it."""
     handle = open(path, "rb")
     try:
-        samples = np.memmap(handle, dtype="<i2", mode="r", offset=wav.data_offset,
-                            shape=(wav.frames * wav.channels,))
-        block = (_PIPE_BLOCK // 2) * wav.channels  # whole frames
-        starts = range(0, samples.size, block)
-        workers = max(1, min(len(starts), cpu_count()))
+        # Mapped with its pages read in at once (Linux): faulting them in one by one costs more than the sums.
+        with mmap.mmap(handle.fileno(), 0, prot=mmap.PROT_READ,
+                       flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)) as mapped:
+            samples = np.frombuffer(mapped, dtype="<i2", offset=wav.data_offset, count=wav.frames * wav.channels)
+            block = (_PIPE_BLOCK // 2) * wav.channels  # whole frames
+            starts = range(0, samples.size, block)
+            workers = max(1, min(len(starts), cpu_count()))
 
-        def gather(share: range) -> _PcmStatistics:
-            statistics = _PcmStatistics()
-            for start in share:
-                statistics.add(samples[start : start + block], wav.channels)
-            return statistics
+            def gather(share: range) -> _PcmStatistics:
+                statistics = _PcmStatistics()
+                for start in share:
+                    statistics.add(samples[start : start + block], wav.channels)
+                return statistics
 
-        # numpy releases the GIL in these reductions: the blocks are shared out among threads.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = list(pool.map(gather, [starts[i::workers] for i in range(workers)]))
-        del samples
+            # numpy releases the GIL in these reductions: the blocks are shared out among threads.
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                parts = list(pool.map(gather, [starts[i::workers] for i in range(workers)]))
+            del samples  # the map closes only once no array looks into it
     except BaseException:
         handle.close()
         raise

@@ -33,12 +33,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mvr import media
-from mvr.catalog import Catalog, Video
-from mvr.collection import visual_settings
 from mvr.errors import CatalogError, DegenerateMetricError, MediaError
 from mvr.features import VisualSettings, extract_features
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: `mvr`'s command line imports this module for its constants
+    from mvr.catalog import Catalog, Video
     from mvr.vectorindex import VectorIndex
 
 METRICS = (
@@ -339,6 +338,8 @@ def recommend(
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}'; choose one of: {', '.join(METRICS)}")
     pool = candidates(catalog, modality, fusion)
+    from mvr.collection import visual_settings  # here: the command line imports this module for its constants
+
     query, vector, notes = query_vectors(catalog, source, modality, visual_settings(catalog, settings))
     return recommend_vector(catalog, pool, query, vector, modality, metric, k=k, notes=notes, exact=exact)
 

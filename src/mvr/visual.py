@@ -483,8 +483,6 @@ def onnx_path(backbone: Backbone) -> Path:
     return dataset.cache_root() / "onnx" / f"{backbone.name}-{backbone._sha256[:16]}-{ONNX_EXPORT_VERSION}.onnx"
 
 
-
-
 def _open_session(backbone: Backbone, path: Path, threads: int) -> Any:
     """Export the backbone unless ``path`` exists, then open it; on failure warn on stderr and return None."""
     try:
