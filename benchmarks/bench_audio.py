@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from mvr import audio
+from mvr.media import cache_root
 
 MUSIC_PACKAGE = "asc-music"
 MUSIC_DIR = "usr/share/games/asc/music"
@@ -47,10 +48,6 @@ RATE = 44100
 MATRIX_SECONDS = 180
 COMMAND_SECONDS = 600
 GOALS = {"matrix": 30.0, "command": 20.0}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("MVR_CACHE") or Path.home() / ".cache" / "mvr").expanduser()
 
 
 def music_file(name: str) -> Path:

@@ -38,7 +38,7 @@ from typing import IO
 from tqdm import tqdm
 
 from mvr.errors import MediaError, MvrError
-from mvr.media import probe, require_ffmpeg
+from mvr.media import cache_root, probe, require_ffmpeg
 
 MANIFEST_COLUMNS = ("source", "label", "group", "title", "audio_style", "visual_style", "licence",
                     "music_source", "visual_source", "start_s", "end_s")
@@ -265,11 +265,6 @@ VISUAL_STYLES: dict[str, tuple[DebSource, ...]] = {
 
 
 # --------------------------------------------------------------------------------------------------- cache ---
-
-def cache_root() -> Path:
-    """``$MVR_CACHE``, or ``~/.cache/mvr`` when it is unset."""
-    return Path(os.environ.get("MVR_CACHE") or Path.home() / ".cache" / "mvr")
-
 
 def sources_dir() -> Path:
     """Where fetched packages and derived source files are kept."""

@@ -55,6 +55,11 @@ class MediaInfo:
     height: int | None = None
 
 
+def cache_root() -> Path:
+    """Where mvr keeps what it builds once: ``$MVR_CACHE``, or ``~/.cache/mvr`` when it is unset."""
+    return Path(os.environ.get("MVR_CACHE") or Path.home() / ".cache" / "mvr").expanduser()
+
+
 def cpu_count() -> int:
     """CPUs this process may run on (its affinity, where the system reports one)."""
     if hasattr(os, "sched_getaffinity"):

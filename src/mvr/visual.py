@@ -478,9 +478,7 @@ def _onnx_session(backbone: Backbone) -> Any:
 
 def onnx_path(backbone: Backbone) -> Path:
     """Where the backbone's ONNX export is cached: named by backbone, weights checksum and export version."""
-    from mvr import dataset  # the cache folder's rule; not imported with this module to keep its import light
-
-    return dataset.cache_root() / "onnx" / f"{backbone.name}-{backbone._sha256[:16]}-{ONNX_EXPORT_VERSION}.onnx"
+    return media.cache_root() / "onnx" / f"{backbone.name}-{backbone._sha256[:16]}-{ONNX_EXPORT_VERSION}.onnx"
 
 
 def _open_session(backbone: Backbone, path: Path, threads: int) -> Any:
