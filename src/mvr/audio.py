@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -150,9 +150,14 @@ class _InMemory:
 
     @cached_property
     def _statistics(self) -> tuple[float, float, float]:
-        parts = np.array_split(self._signal, max(1, min(self._threads, self.size >> 16)))
-        with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-            found = list(pool.map(lambda part: (part.sum(), part.max(), part.min()), parts))
+        block = max(1 << 16, -(-self.size // self._threads))  # one block a thread, unless the signal is short
+
+        def summarise(starts: Sequence[int]) -> list[tuple[float, float, float]]:
+            parts = [self._signal[start : start + block] for start in starts]
+            return [(part.sum(), part.max(), part.min()) for part in parts]
+
+        found = [stats for share in media.on_threads(summarise, range(0, self.size, block), self._threads)
+                 for stats in share]
         # Decoded audio samples are multiples of 1/2 (16-bit channels averaged): every partial sum is exact, so
         # the mean is numpy's to the bit however the signal is split.
         return (float(sum(total for total, _, _ in found) / self.size), float(max(high for _, high, _ in found)),
@@ -187,10 +192,8 @@ def _short_term(samples: _Samples, sample_rate: int, window: float, step: float,
         raise ValueError("signal has NaN or infinite samples")
     base = np.empty((_N_BASE, n_frames))
     per_chunk = max(1, _CHUNK_SAMPLES // plan.step)
-    starts = list(range(0, n_frames, per_chunk))
-    workers = max(1, min(len(starts), threads or media.cpu_count()))
 
-    def run(share: list[int]) -> None:
+    def run(share: Sequence[int]) -> None:
         scratch = _Scratch(plan, min(per_chunk, n_frames) + 1)
         for first in share:
             stop = min(first + per_chunk, n_frames)
@@ -199,13 +202,8 @@ def _short_term(samples: _Samples, sample_rate: int, window: float, step: float,
     # One BLAS thread a worker: the chunks' matrix products are small, and OpenBLAS' own threads would compete
     # with the workers (and keep spinning between products).
     with threadpool_limits(1, user_api="blas"):
-        if workers > 1:
-            # numpy's FFT, ufuncs and BLAS release the GIL, so chunks run side by side. Each chunk re-reads the
-            # frame before it for the spectral flux, so the numbers do not depend on the split.
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(run, [starts[i::workers] for i in range(workers)]))
-        else:
-            run(starts)
+        # Each chunk re-reads the frame before it for the spectral flux, so the numbers do not depend on the split.
+        media.on_threads(run, range(0, n_frames, per_chunk), threads or media.cpu_count())
     if not deltas:
         return base
     out = np.zeros((2 * _N_BASE, n_frames))

@@ -14,10 +14,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
@@ -28,6 +29,9 @@ from mvr.errors import MediaError
 _YTDLP_FORMAT = "best[height<=720][ext=mp4]/best[height<=720]/bestvideo[height<=720]+bestaudio/best"
 # Bytes of decoded audio read from ffmpeg's pipe at a time: few enough to stay in cache, enough to amortise a call.
 _PIPE_BLOCK = 1 << 20
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,18 @@ def cpu_count() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def on_threads(work: Callable[[Sequence[T]], R], items: Sequence[T], threads: int) -> list[R]:
+    """Run ``work`` on interleaved shares of ``items``, a share a thread (at most ``threads``); the shares' results.
+
+    Meant for numpy work, which releases the GIL; a single share runs in the calling thread.
+    """
+    count = max(1, min(len(items), threads))
+    if count == 1:
+        return [work(items)]
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        return list(pool.map(work, [items[i::count] for i in range(count)]))
 
 
 def is_url(source: str) -> bool:
@@ -384,18 +400,14 @@ def _open_pcm_wav(path: Path, wav: _WavLayout) -> DecodedAudio:
                        flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)) as mapped:
             samples = np.frombuffer(mapped, dtype="<i2", offset=wav.data_offset, count=wav.frames * wav.channels)
             block = (_PIPE_BLOCK // 2) * wav.channels  # whole frames
-            starts = range(0, samples.size, block)
-            workers = max(1, min(len(starts), cpu_count()))
 
-            def gather(share: range) -> _PcmStatistics:
+            def gather(share: Sequence[int]) -> _PcmStatistics:
                 statistics = _PcmStatistics()
                 for start in share:
                     statistics.add(samples[start : start + block], wav.channels)
                 return statistics
 
-            # numpy releases the GIL in these reductions: the blocks are shared out among threads.
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                parts = list(pool.map(gather, [starts[i::workers] for i in range(workers)]))
+            parts = on_threads(gather, range(0, samples.size, block), cpu_count())
             del samples  # the map closes only once no array looks into it
     except BaseException:
         handle.close()
