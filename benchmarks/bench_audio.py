@@ -3,8 +3,9 @@
 Two measurements, both on real music (Debian's ``asc-music``: the soundtrack of Advanced Strategic Command, GPL-2+),
 cut with ffmpeg to 16-bit stereo WAV at 44.1 kHz and kept in ``${MVR_CACHE:-~/.cache/mvr}/bench/audio``:
 
-1. The segment matrix of a 180 s track (50 ms frames, 1 s segments, as in the study): ``mvr.audio.segment_features``
-   against ``MidTermFeatures.mid_feature_extraction``, from the same samples in memory. The two outputs must agree
+1. The segment matrix of a 180 s track (50 ms frames, 1 s segments, as in the study):
+   ``mvr.features.pyaudioanalysis.segment_features`` against ``MidTermFeatures.mid_feature_extraction``, from the same
+   samples in memory. The two outputs must agree
    within 1e-8 relative (and be 0 where pyAudioAnalysis gives 0).
 2. One 10-minute file's audio vector, end to end: the command ``mvr features FILE --modality audio`` (a new
    process: start-up, imports, ffprobe and ffmpeg decoding included) against pyAudioAnalysis in a warm process
@@ -38,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mvr import audio
-from mvr.media import cache_root
+from mvr.config import RuntimeSettings
+from mvr.features import pyaudioanalysis
 
 MUSIC_PACKAGE = "asc-music"
 MUSIC_DIR = "usr/share/games/asc/music"
@@ -50,9 +51,9 @@ COMMAND_SECONDS = 600
 GOALS = {"matrix": 30.0, "command": 20.0}
 
 
-def music_file(name: str) -> Path:
+def music_file(name: str, cache_dir: Path) -> Path:
     """One MP3 of the Debian package, fetched with apt-get once (shared with tests/test_audio.py's cache)."""
-    folder = cache_root() / "audio-test"
+    folder = cache_dir / "audio-test"
     target = folder / name
     if target.exists():
         return target
@@ -67,13 +68,13 @@ def music_file(name: str) -> Path:
     return target
 
 
-def wav(seconds: int) -> Path:
+def wav(seconds: int, cache_dir: Path) -> Path:
     """The first ``seconds`` of the tracks played one after the other, as 44.1 kHz stereo 16-bit WAV."""
-    target = cache_root() / "bench" / "audio" / f"asc-music-{seconds}s-{RATE}Hz-stereo.wav"
+    target = cache_dir / "bench" / "audio" / f"asc-music-{seconds}s-{RATE}Hz-stereo.wav"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    sources = [music_file(name) for name in reversed(TRACKS)]  # machine_wars first: 180 s fit in it
+    sources = [music_file(name, cache_dir) for name in reversed(TRACKS)]  # machine_wars first: 180 s fit in it
     inputs = [arg for path in sources for arg in ("-i", str(path))]
     joined = "".join(f"[{i}:a]" for i in range(len(sources))) + f"concat=n={len(sources)}:v=0:a=1"
     staged = target.with_name(f".{target.name}.part")
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="runs of each mvr measurement (best is kept)")
     parser.add_argument("--oracle-repeat", type=int, default=2, help="runs of each pyAudioAnalysis measurement")
     args = parser.parse_args()
+    cache_dir = RuntimeSettings.from_environment().cache_dir  # $MVR_CACHE, or ~/.cache/mvr
 
     from pyAudioAnalysis import MidTermFeatures, audioBasicIO
 
@@ -130,10 +132,10 @@ def main() -> None:
                                                       round(rate * 0.050), round(rate * 0.050))[0]
 
     # 1. The segment matrix of 180 s, from the same samples in memory.
-    short_wav, long_wav = wav(MATRIX_SECONDS), wav(COMMAND_SECONDS)
+    short_wav, long_wav = wav(MATRIX_SECONDS, cache_dir), wav(COMMAND_SECONDS, cache_dir)
     rate, signal = oracle_read(short_wav)
-    audio.segment_features(signal, rate)  # builds the cached filter banks, as any long-running indexer would
-    mvr_matrix_s, mvr_matrix_cpu, got = best_of(args.repeat, lambda: audio.segment_features(signal, rate))
+    pyaudioanalysis.segment_features(signal, rate)  # builds the cached filter banks, as any long-running indexer would
+    mvr_matrix_s, mvr_matrix_cpu, got = best_of(args.repeat, lambda: pyaudioanalysis.segment_features(signal, rate))
     paa_matrix_s, paa_matrix_cpu, expected = best_of(args.oracle_repeat, lambda: oracle_segments(signal, rate))
     matrix_diff = max_relative_difference(got, expected)
     assert matrix_diff <= 1e-8, f"mvr differs from pyAudioAnalysis by {matrix_diff:.3g} relative"
@@ -144,10 +146,11 @@ def main() -> None:
         command = [str(mvr_bin), "features", str(long_wav), "--modality", "audio", "--json"]
         command_label = "mvr features FILE --modality audio"
     else:  # the CLI is not installed: time the same work as a one-line program
-        command = [sys.executable, "-c", "import json, sys; from mvr.audio import audio_vector; "
+        command = [sys.executable, "-c", "import json, sys; from mvr.features.pyaudioanalysis import audio_vector; "
                    "print(json.dumps({'vector': audio_vector(sys.argv[1]).tolist()}))", str(long_wav)]
         command_label = "python -c 'audio_vector(FILE)' (no mvr CLI installed)"
-    bare = [sys.executable, "-c", "import sys; from mvr.audio import audio_vector; audio_vector(sys.argv[1])",
+    bare = [sys.executable, "-c",
+            "import sys; from mvr.features.pyaudioanalysis import audio_vector; audio_vector(sys.argv[1])",
             str(long_wav)]
 
     def run_command(argv: list[str]) -> str:

@@ -9,8 +9,9 @@ started with ``vfork`` reports its parent's size at the time.) The rows:
 
 1. ``mvr index VIDEO`` into a new catalog: the goal is under 1.5 GB;
 2. the audio vector as mvr computes it: decoded once into a temporary file, features computed chunk by chunk;
-3. the same features from the whole signal in memory (``media.decode_audio`` + ``audio.segment_features``), the
-   way the audio was read before: side by side with row 2, on the same file, with the same numbers;
+3. the same features from the whole signal in memory (``mvr.media.decode_audio`` +
+   ``mvr.features.pyaudioanalysis.segment_features``), the way the audio was read before: side by side with row 2,
+   on the same file, with the same numbers;
 4. the visual vector (at most 64 keyframes are kept while ffmpeg streams the rest past).
 
 Usage::
@@ -32,7 +33,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from mvr import dataset, media
+from mvr import media
+from mvr.config import RuntimeSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_video import VIDEO_NAME, bench_video  # noqa: E402  (a sibling script, not a package)
@@ -47,12 +49,12 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def long_video() -> Path:
-    """The 60-minute video, joined once from the 4-minute benchmark video."""
-    target = dataset.cache_root() / "bench" / VIDEO_NAME.replace("240s", f"{240 * REPEATS}s-joined")
+def long_video(cache_dir: Path) -> Path:
+    """The 60-minute video, joined once from the 4-minute benchmark video, under mvr's cache folder."""
+    target = cache_dir / "bench" / VIDEO_NAME.replace("240s", f"{240 * REPEATS}s-joined")
     if target.exists():
         return target
-    part = bench_video()
+    part = bench_video(cache_dir)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         listing = Path(tmp) / "parts.txt"
         listing.write_text("".join(f"file '{part}'\n" for _ in range(REPEATS)))
@@ -102,7 +104,7 @@ def main() -> None:
     parser.add_argument("--video", type=Path, help="measure this file instead of the 60-minute video")
     args = parser.parse_args()
 
-    video = args.video or long_video()
+    video = args.video or long_video(RuntimeSettings.from_environment().cache_dir)  # $MVR_CACHE, or ~/.cache/mvr
     info = media.probe(video)
     with tempfile.TemporaryDirectory(prefix="mvr-bench-memory-") as tmp:
         rows = {
@@ -111,18 +113,24 @@ def main() -> None:
                 assert main(["index", {str(video)!r}, "--catalog", {str(Path(tmp) / "catalog")!r}, "--quiet"]) == 0
             """),
             "audio_streamed": ("audio vector, decoded to a temporary file", f"""
-                from mvr.audio import audio_vector
+                from mvr.features.pyaudioanalysis import audio_vector
                 audio_vector({str(video)!r})
             """),
             "audio_in_memory": ("audio features of the whole signal in memory", f"""
                 import numpy as np
-                from mvr import audio, media
+                from mvr import media
+                from mvr.features import pyaudioanalysis
                 signal, rate = media.decode_audio({str(video)!r})
-                np.median(audio.segment_features(signal, rate), axis=1)
+                np.median(pyaudioanalysis.segment_features(signal, rate), axis=1)
             """),
             "visual": ("visual vector (64 keyframes, EfficientNet-Lite0)", f"""
-                from mvr import visual
-                visual.visual_vector({str(video)!r})
+                from mvr.config import RuntimeSettings, prepare_process_environment
+                from mvr.features import cnn
+                from mvr.features.runtime import CnnModel
+                prepare_process_environment()
+                settings = RuntimeSettings.from_environment()
+                backbone = cnn.get_backbone(cnn.DEFAULT_BACKBONE, torch_hub_dir=settings.torch_hub_dir)
+                cnn.visual_vector({str(video)!r}, model=CnnModel(backbone, settings))
             """),
         }
         figures = {}

@@ -3,9 +3,12 @@
 For each catalog size, modality (audio: 136 numbers, visual: 2 x 1280, fused: both, with mvr's late fusion and
 with the study's concatenation) and metric, the time of one ranking (top 5), as p50 and p95 over the queries:
 
-* ``exact``: :func:`mvr.search.rank` with ``exact=True``, scipy's ``cdist`` over the whole prepared matrix;
-* ``compact``: :func:`mvr.search.rank`, which answers from :class:`mvr.vectorindex.VectorIndex` where it can
-  (a shortlist from 128 principal components, reranked exactly) and falls back to the exact scan elsewhere.
+* ``exact``: :func:`mvr.retrieval.search.rank` without searchers, scipy's ``cdist`` over the whole pool;
+* ``compact``: :func:`mvr.retrieval.search.rank` with each space's searcher from
+  :func:`mvr.index.build.build_searcher`, as ``mvr query`` ranks: a :class:`mvr.index.compact.CompactSearcher`
+  where it applies (a shortlist from 128 principal components, reranked exactly), an exact one elsewhere; late
+  fusion unites the spaces' shortlists and reranks them exactly. The searchers are shared by the modalities of
+  one catalog size, as a :class:`mvr.retrieval.search.SearcherCache` shares them per space and metric.
 
 Both run side by side in this process on the same matrices and queries, so their ratio holds on a busy machine.
 The compact answers are checked against the exact ones: recall@5 (the share of the exact top 5 found), and the
@@ -17,7 +20,7 @@ videos of ``bench_throughput.py``'s collection, indexed once into the benchmark 
 many: a real vector moved part of the way towards another, plus noise of 15% of each dimension's spread (visual
 numbers, which are never negative, clipped at 0). The real vectors are in every catalog; the queries are real
 vectors (each left out of its own ranking) and as many new bootstrapped ones. The time to build the compact
-vectors (once per catalog state and metric family) is reported apart.
+vectors (once per catalog state, space and metric, on the searcher's first query) is reported apart.
 
 Usage::
 
@@ -38,11 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mvr import dataset
-from mvr.catalog import Catalog
+from mvr.config import RuntimeSettings
 from mvr.errors import DegenerateMetricError
-from mvr.search import FUSION_WEIGHTS, METRICS, Block, Candidates, rank
-from mvr.vectorindex import COMPACT_METRICS
+from mvr.index.base import METRICS, Searcher
+from mvr.index.build import build_searcher
+from mvr.index.compact import CompactSearcher
+from mvr.retrieval.fusion import Fusion, Pool
+from mvr.retrieval.search import SearcherCache, rank
+from mvr.retrieval.targets import EQUAL_WEIGHTS
+from mvr.store import Catalog
 
 GOAL_MS = 5.0
 GOAL_SIZE = 10_000
@@ -50,27 +57,27 @@ GOAL_METRICS = ("euclidean", "cityblock", "cosine")
 NOISE = 0.15
 K = 5
 MODALITIES = ("audio", "visual", "fused-late", "fused-concat")
+FUSED = {"fused-late": "late", "fused-concat": "concat"}  # modality -> fusion method
+SPACES = tuple(EQUAL_WEIGHTS)  # the fused spaces, in fusing order: audio, visual
 
 
-def default_catalog() -> Path:
-    """bench_throughput.py's 50 videos, indexed once."""
-    folder = dataset.cache_root() / "bench" / "query-catalog"
+def default_catalog(cache_dir: Path) -> Path:
+    """bench_throughput.py's 50 videos, indexed once under mvr's cache folder."""
+    folder = cache_dir / "bench" / "query-catalog"
     if not (folder / "catalog.sqlite").exists():
         sys.path.insert(0, str(Path(__file__).parent))
-        from bench_throughput import collection
+        from bench_throughput import MVR, collection
 
         print(f"indexing the benchmark's real videos into {folder} once...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "mvr.cli", "index", str(collection()), "--catalog", str(folder),
-                        "--quiet"], check=True)
+        subprocess.run([*MVR, "index", str(collection(cache_dir)), "--catalog", str(folder), "--quiet"], check=True)
     return folder
 
 
 def real_vectors(catalog_dir: Path) -> dict[str, np.ndarray]:
     """The catalog's audio and visual vectors of the videos that have both, float64."""
     with Catalog.open(catalog_dir, create=False) as catalog:
-        audio, visual = catalog.matrix("audio"), catalog.matrix("visual")
-    ids, in_audio, in_visual = np.intersect1d(audio.ids, visual.ids, return_indices=True)
-    return {"audio": audio.vectors[in_audio].astype(np.float64), "visual": visual.vectors[in_visual].astype(np.float64)}
+        pool = SearcherCache().pool(catalog, SPACES)
+    return dict(pool.matrices)
 
 
 def bootstrap(real: dict[str, np.ndarray], count: int, generator: np.random.Generator) -> dict[str, np.ndarray]:
@@ -85,42 +92,56 @@ def bootstrap(real: dict[str, np.ndarray], count: int, generator: np.random.Gene
     return made
 
 
-def pool_of(vectors: dict[str, np.ndarray], modality: str) -> Candidates:
-    """The candidates :func:`mvr.search.candidates` would prepare for ``modality``."""
+def spaces_of(modality: str) -> tuple[str, ...]:
+    return SPACES if modality in FUSED else (modality,)
+
+
+def pool_of(vectors: dict[str, np.ndarray], modality: str) -> tuple[Pool, Fusion | None]:
+    """The pool :meth:`mvr.retrieval.search.SearcherCache.pool` would prepare for ``modality``, and its fusion."""
     ids = np.arange(len(vectors["audio"]), dtype=np.int64)
-    if modality in ("audio", "visual"):
-        return Candidates(ids=ids, matrix=np.ascontiguousarray(vectors[modality]))
-    matrix = np.hstack([vectors["audio"], vectors["visual"]])
-    width = vectors["audio"].shape[1]
-    blocks = () if modality == "fused-concat" else (
-        Block("audio", slice(0, width), FUSION_WEIGHTS["audio"]),
-        Block("visual", slice(width, matrix.shape[1]), FUSION_WEIGHTS["visual"]),
-    )
-    return Candidates(ids=ids, matrix=matrix, blocks=blocks)
+    pool = Pool(ids=ids, matrices={space: np.ascontiguousarray(vectors[space]) for space in spaces_of(modality)})
+    fusion = Fusion(FUSED[modality], weights=dict(EQUAL_WEIGHTS)) if modality in FUSED else None
+    return pool, fusion
 
 
-def query_of(vectors: dict[str, np.ndarray], row: int, modality: str) -> np.ndarray:
-    if modality in ("audio", "visual"):
-        return vectors[modality][row]
-    return np.concatenate([vectors["audio"][row], vectors["visual"][row]])
+def query_of(vectors: dict[str, np.ndarray], row: int, modality: str) -> dict[str, np.ndarray]:
+    return {space: vectors[space][row] for space in spaces_of(modality)}
 
 
-def timed_rank(query: np.ndarray, pool: Candidates, metric: str, exclude: frozenset[int],
-               exact: bool) -> tuple[float, list[tuple[int, float]] | None]:
+def searcher_of(vectors: dict[str, np.ndarray], space: str, metric: str) -> tuple[Searcher, float | None]:
+    """A space's searcher, as mvr builds it for a catalog (compact where it pays), and the seconds its compact
+    vectors took to build (None for an exact searcher).
+
+    A compact searcher builds its vectors on its first query: one is asked here, so that the timed queries do not
+    pay for it (the time includes that one query, a millisecond or so).
+    """
+    matrix = np.ascontiguousarray(vectors[space])
+    searcher = build_searcher(np.arange(len(matrix), dtype=np.int64), matrix, metric)
+    if not isinstance(searcher, CompactSearcher):
+        return searcher, None
+    start = time.perf_counter()
+    searcher.search(matrix[:1], K)
+    return searcher, time.perf_counter() - start
+
+
+def timed_rank(query: dict[str, np.ndarray], pool: Pool, fusion: Fusion | None, metric: str, exclude: frozenset[int],
+               searchers: dict[str, Searcher] | None) -> tuple[float, list[tuple[int, float]] | None]:
     start = time.perf_counter()
     try:
-        found = rank(query, pool, metric, k=K, exclude=exclude, exact=exact)
+        found = rank(query, pool, metric, fusion=fusion, k=K, exclude=exclude, searchers=searchers)
     except DegenerateMetricError:
         found = None  # boolean metrics on real-valued vectors: timed all the same
-    return time.perf_counter() - start, found
+    seconds = time.perf_counter() - start
+    return seconds, None if found is None else list(zip(found.ids.tolist(), found.distances.tolist(), strict=True))
 
 
-def measure(pool: Candidates, queries: list[tuple[np.ndarray, frozenset[int]]], metric: str) -> dict:
+def measure(pool: Pool, fusion: Fusion | None, searchers: dict[str, Searcher],
+            queries: list[tuple[dict[str, np.ndarray], frozenset[int]]], metric: str) -> dict:
     exact_s, compact_s, recalls, differences = [], [], [], []
     for query, exclude in queries:
-        seconds, expected = timed_rank(query, pool, metric, exclude, exact=True)
+        seconds, expected = timed_rank(query, pool, fusion, metric, exclude, searchers=None)
         exact_s.append(seconds)
-        seconds, got = timed_rank(query, pool, metric, exclude, exact=False)
+        seconds, got = timed_rank(query, pool, fusion, metric, exclude, searchers=searchers)
         compact_s.append(seconds)
         if expected is not None and got is not None:
             recalls.append(len({i for i, _ in expected} & {i for i, _ in got}) / len(expected))
@@ -149,7 +170,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    catalog_dir = args.catalog or default_catalog()
+    catalog_dir = args.catalog or default_catalog(RuntimeSettings.from_environment().cache_dir)
     real = real_vectors(catalog_dir)
     generator = np.random.default_rng(args.seed)
     results: dict[str, dict] = {}
@@ -161,24 +182,28 @@ def main() -> None:
         made = bootstrap(real, size - len(real["audio"]), generator)
         vectors = {m: np.vstack([real[m], made.pop(m)]) for m in real}
         fresh = bootstrap(real, count - count // 2, generator)
+        searchers: dict[tuple[str, str], Searcher] = {}  # (space, metric) -> searcher, shared by the modalities
         for modality in MODALITIES:
-            pool = pool_of(vectors, modality)
+            pool, fusion = pool_of(vectors, modality)
             # Real queries are catalog rows, left out of their own ranking; new ones are not in the catalog.
             rows = generator.choice(len(real["audio"]), count // 2, replace=False)
             queries = [(query_of(vectors, int(r), modality), frozenset([int(r)])) for r in rows]
             queries += [(query_of(fresh, i, modality), frozenset()) for i in range(len(fresh["audio"]))]
             for metric in args.metrics:
-                if metric in COMPACT_METRICS and pool.index.supports(metric):
-                    start = time.perf_counter()
-                    pool.index.prepare(metric)
-                    builds[f"{size}/{modality}/{metric}"] = time.perf_counter() - start
-                figures = measure(pool, queries, metric)
+                for space in pool.spaces:
+                    if (space, metric) not in searchers:
+                        searchers[space, metric], seconds = searcher_of(vectors, space, metric)
+                        if seconds is not None:
+                            builds[f"{size}/{space}/{metric}"] = seconds
+                by_space = {space: searchers[space, metric] for space in pool.spaces}
+                figures = measure(pool, fusion, by_space, queries, metric)
                 results[f"{size}/{modality}/{metric}"] = figures
                 print(f"{size:>7} {modality:<13} {metric:<14} exact {figures['exact_p50_ms']:8.2f} "
                       f"{figures['exact_p95_ms']:8.2f} ms   compact {figures['p50_ms']:7.2f} {figures['p95_ms']:7.2f}"
                       f" ms   recall@5 {figures['recall_at_5'] if figures['recall_at_5'] is not None else '-'}",
                       file=sys.stderr)
             del pool
+        del searchers
 
     print()
     print(f"{'size':>7} {'modality':<13} {'metric':<14} {'exact p50':>9} {'p95':>7} {'mvr p50':>8} {'p95':>7} "
@@ -191,7 +216,8 @@ def main() -> None:
               f" {figures['p50_ms']:>8.2f} {figures['p95_ms']:>7.2f}"
               f" {figures['exact_p50_ms'] / figures['p50_ms']:>7.1f}x {recall:>8}"
               f" {'-' if difference is None else f'{difference:.1e}':>13}")
-    print("times in ms, one query, top 5; mvr = search.rank's default (compact vectors where they apply);"
+    print("times in ms, one query, top 5; mvr = retrieval.search.rank with each space's searcher (compact vectors"
+          " where they apply);"
           " degenerate metrics (hamming, jaccard, sokalsneath on real values) are timed up to their error")
     if builds:
         print("compact vectors built on first use: " + ", ".join(f"{k} {v:.2f} s" for k, v in builds.items()))

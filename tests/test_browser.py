@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from test_web import held_out, media_server, web_catalog
 
-from mvr.search import DEFAULT_METRICS
+from mvr.retrieval.targets import default_metrics
 from mvr.web import ServiceSettings, create_app
+
+DEFAULT_METRICS = default_metrics()
 
 CHROMIUM = Path("/usr/bin/chromium")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvr.catalog import DATABASE_NAME, Catalog, NewVideo
 from mvr.errors import CatalogError
+from mvr.store.catalog import DATABASE_NAME, Catalog, NewVideo
 
 
 def new_video(tmp_path: Path, name: str, audio: np.ndarray, visual: np.ndarray | None = None, **extra) -> NewVideo:
@@ -27,7 +27,7 @@ def test_add_and_read_back(tmp_path: Path) -> None:
         video = catalog.add(new_video(tmp_path, "a", np.arange(4, dtype=np.float32), np.ones(6), label="Pop",
                                       group="song1", thumbnail=b"\xff\xd8jpeg"))
         assert video.id == 1 and video.label == "Pop" and video.group == "song1"
-        assert video.modalities == ("audio", "visual")
+        assert video.spaces == ("audio", "visual")
         assert video.media_path.read_bytes() == b"a" * 100
         assert video.media_path.is_relative_to(tmp_path / "cat" / "media")
         extractor, vector = catalog.vector(video.id, "audio")

@@ -11,9 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from mvr import dataset
-from mvr.dataset import CollectionSpec, build_collection, plan_collection
+from mvr.config import RuntimeSettings
+from mvr.dataset import build as building
+from mvr.dataset.build import _remove_stale_items, build_collection
+from mvr.dataset.plan import assign_visual_styles, plan_collection
+from mvr.dataset.sources import _dep5_match, fetch_package, package_licence, sources_dir
+from mvr.dataset.spec import CollectionSpec, Item
 from mvr.errors import MediaError, MvrError
+
+# The tests are an edge of mvr: they read where the cache is from the environment, once.
+CACHE = RuntimeSettings.from_environment().cache_dir
+SOURCES = sources_dir(CACHE)
 
 # Two music styles on two picture styles, like the shared fixtures, so that no other package is fetched.
 STYLES = {"audio_styles": ("orchestral", "industrial"), "visual_styles": ("abstract", "film")}
@@ -24,7 +32,7 @@ SECONDS = 6.0
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, str]]]:
     """A coupled collection of eight 6-second items at the default frame size, built from scratch."""
     spec = CollectionSpec(duration=SECONDS, items_per_label=4, **STYLES)
-    manifest = build_collection(tmp_path_factory.mktemp("collection"), spec=spec, progress=False)
+    manifest = build_collection(tmp_path_factory.mktemp("collection"), spec=spec, progress=False, cache_dir=CACHE)
     with open(manifest, newline="", encoding="utf-8") as handle:
         return manifest, list(csv.DictReader(handle))
 
@@ -87,16 +95,17 @@ def test_coupled_mode_gives_each_label_one_visual_style(built: tuple[Path, list[
 
 def test_mixed_and_factorial_modes_distribute_visual_styles() -> None:
     base = CollectionSpec(duration=SECONDS, items_per_label=8, **STYLES)
-    mixed = Counter((i.label, i.visual_style) for i in plan_collection(replace(base, mode="mixed")))
+    mixed = Counter((i.label, i.visual_style) for i in plan_collection(replace(base, mode="mixed"), SOURCES))
     assert mixed == {("orchestral", "abstract"): 6, ("orchestral", "film"): 2,
                      ("industrial", "film"): 6, ("industrial", "abstract"): 2}
-    factorial = Counter((i.label, i.visual_style) for i in plan_collection(replace(base, mode="factorial")))
+    factorial = Counter((i.label, i.visual_style)
+                        for i in plan_collection(replace(base, mode="factorial"), SOURCES))
     assert set(factorial.values()) == {4} and len(factorial) == 4
 
 
 def test_mixed_mode_spreads_the_other_quarter_over_every_other_style() -> None:
     spec = CollectionSpec(mode="mixed")
-    styles = dataset.assign_visual_styles({label: 16 for label in spec.audio_styles}, spec)
+    styles = assign_visual_styles({label: 16 for label in spec.audio_styles}, spec)
     for own, label in zip(spec.visual_styles, spec.audio_styles, strict=True):
         counts = Counter(styles[label])
         assert counts[own] == 12
@@ -105,13 +114,13 @@ def test_mixed_mode_spreads_the_other_quarter_over_every_other_style() -> None:
 
 def test_plans_are_deterministic_for_a_seed() -> None:
     spec = CollectionSpec(duration=SECONDS, items_per_label=4, **STYLES)
-    names = [item.file_name for item in plan_collection(spec)]
-    assert names == [item.file_name for item in plan_collection(spec)]
-    assert names != [item.file_name for item in plan_collection(replace(spec, seed=1))]
+    names = [item.file_name for item in plan_collection(spec, SOURCES)]
+    assert names == [item.file_name for item in plan_collection(spec, SOURCES)]
+    assert names != [item.file_name for item in plan_collection(replace(spec, seed=1), SOURCES)]
 
 
 def test_full_size_plans_over_two_hundred_items_of_four_styles() -> None:
-    items = plan_collection(CollectionSpec(size="full"))
+    items = plan_collection(CollectionSpec(size="full"), SOURCES)
     assert len(items) >= 200
     assert set(Counter(item.label for item in items)) == {"orchestral", "ambient", "industrial", "pop"}
     assert all(item.duration == 30.0 and (item.width, item.height) == (640, 360) for item in items)
@@ -121,37 +130,36 @@ def test_a_second_build_encodes_nothing_and_a_lost_item_is_rebuilt(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = CollectionSpec(duration=4.0, width=320, height=180, items_per_label=2,
                           audio_styles=("industrial",), visual_styles=("film",))
-    manifest = build_collection(tmp_path, spec=spec, progress=False)
+    manifest = build_collection(tmp_path, spec=spec, progress=False, cache_dir=CACHE)
     items = sorted((tmp_path / "items").glob("*.mp4"))
     assert len(items) == 2
     stamps = [p.stat().st_mtime_ns for p in items]
 
-    def refuse(item: dataset.Item, out_dir: Path) -> Path:
+    def refuse(item: Item, out_dir: Path, sources: Path) -> Path:
         raise AssertionError(f"re-encoded {item.file_name}")
 
     with monkeypatch.context() as patch:
-        patch.setattr(dataset, "encode_item", refuse)
-        assert build_collection(tmp_path, spec=spec, progress=False) == manifest
+        patch.setattr(building, "encode_item", refuse)
+        assert build_collection(tmp_path, spec=spec, progress=False, cache_dir=CACHE) == manifest
     assert [p.stat().st_mtime_ns for p in items] == stamps
 
     items[0].unlink()
     (tmp_path / "items" / ".interrupted.part.mp4").write_bytes(b"half an item")
-    build_collection(tmp_path, spec=spec, progress=False)
+    build_collection(tmp_path, spec=spec, progress=False, cache_dir=CACHE)
     assert items[0].is_file() and items[1].stat().st_mtime_ns == stamps[1]
     assert sorted(p.name for p in (tmp_path / "items").iterdir()) == sorted(p.name for p in items)
 
 
 def test_an_unknown_package_fails_with_one_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MVR_CACHE", str(tmp_path))
     with pytest.raises(MediaError, match=r"^mvr-no-such-package: apt-get download failed \(") as caught:
-        dataset.fetch_package("mvr-no-such-package")
+        fetch_package("mvr-no-such-package", sources_dir(tmp_path))
     assert "\n" not in str(caught.value)
 
 
 def test_licences_come_from_the_copyright_files() -> None:
     # nexuiz-music's file is free-form prose; ukui-wallpapers' is machine-readable (DEP-5).
-    assert dataset.package_licence("nexuiz-music", "usr/share/games/nexuiz/data/music.pk3") == "GPL-2+"
-    assert dataset.package_licence("ukui-wallpapers", "usr/share/backgrounds/calla.png") == "CC-BY-SA-3.0"
+    assert package_licence("nexuiz-music", "usr/share/games/nexuiz/data/music.pk3", SOURCES) == "GPL-2+"
+    assert package_licence("ukui-wallpapers", "usr/share/backgrounds/calla.png", SOURCES) == "CC-BY-SA-3.0"
 
 
 @pytest.mark.parametrize(("member", "pattern", "expected"), [
@@ -161,14 +169,14 @@ def test_licences_come_from_the_copyright_files() -> None:
     ("usr/share/anything", "*", True),
 ])
 def test_dep5_patterns_match_installed_paths(member: str, pattern: str, expected: bool) -> None:
-    assert dataset._dep5_match(member, pattern) is expected
+    assert _dep5_match(member, pattern) is expected
 
 
 def test_an_impossible_spec_is_refused() -> None:
     with pytest.raises(MvrError, match="as many visual styles"):
-        plan_collection(CollectionSpec(visual_styles=("film",)))
+        plan_collection(CollectionSpec(visual_styles=("film",)), SOURCES)
     with pytest.raises(MvrError, match="unknown mode"):
-        plan_collection(CollectionSpec(mode="shuffled"))
+        plan_collection(CollectionSpec(mode="shuffled"), SOURCES)
 
 
 def test_items_of_an_earlier_recipe_are_removed(tmp_path: Path) -> None:
@@ -176,5 +184,5 @@ def test_items_of_an_earlier_recipe_are_removed(tmp_path: Path) -> None:
     items.mkdir()
     for name in ("pop-song-1-nature-0123abcd.mp4", "pop-song-1-nature-89abcdef.mp4", "my-own-video.mp4"):
         (items / name).write_bytes(b"x")
-    dataset._remove_stale_items(items, {"pop-song-1-nature-89abcdef.mp4"})
+    _remove_stale_items(items, {"pop-song-1-nature-89abcdef.mp4"})
     assert sorted(p.name for p in items.iterdir()) == ["my-own-video.mp4", "pop-song-1-nature-89abcdef.mp4"]

@@ -10,11 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvr.catalog import Catalog, NewVideo
 from mvr.cli import main
-from mvr.errors import CatalogError, MvrError
-from mvr.evaluation import RESULTS_FILE, evaluate, excluded_pairs, holdout_queries, metric_table, score_rankings
-from mvr.search import METRICS, SEARCH_MODALITIES
+from mvr.errors import CatalogError, MvrError, UsageError
+from mvr.evaluation.protocols import holdout_queries
+from mvr.evaluation.report import RESULTS_FILE, metric_table
+from mvr.evaluation.run import evaluate
+from mvr.evaluation.scoring import excluded_pairs, score_rankings
+from mvr.index.base import METRICS
+from mvr.retrieval.targets import search_targets
+from mvr.store import Catalog, NewVideo
+
+SEARCH_MODALITIES = search_targets()
 
 NAN = np.nan
 
@@ -87,7 +93,7 @@ def test_holdout_takes_each_label_from_distinct_groups_the_same_way_everywhere()
     assert sorted(keys[order][again]) == sorted(keys[chosen])
     # Label b has 3 songs for 4 queries: one song gives two.
     assert len(set(groups[holdout_queries(keys, labels, groups, per_label=4)])) == 7
-    with pytest.raises(ValueError, match="'b' has 6"):
+    with pytest.raises(UsageError, match="'b' has 6"):
         holdout_queries(keys, labels, groups, per_label=6)
 
 
@@ -197,7 +203,7 @@ def test_queries_from_another_catalog(tmp_path: Path) -> None:
         found = evaluate(catalog, k=2, queries=asked)
         assert found.protocol == "queries" and found.queries == str(asked.root)
         assert found.result("mvr", "audio") == evaluate(catalog, k=2).result("mvr", "audio")
-        with pytest.raises(ValueError, match="'queries' protocol"):
+        with pytest.raises(UsageError, match="'queries' protocol"):
             evaluate(catalog, protocol="holdout", queries=asked)
         asked.set_setting("extractor.audio", "a-v2")
         with pytest.raises(CatalogError, match="'a-v2'"):

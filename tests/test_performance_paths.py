@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvr import audio, media
-from mvr.catalog import Catalog
+from mvr import media
 from mvr.cli import main
-from mvr.collection import index_sources
-from mvr.errors import MediaError
+from mvr.errors import MediaError, UsageError
+from mvr.features import pyaudioanalysis as audio
+from mvr.ingest.pipeline import index_sources
+from mvr.media import decode
+from mvr.media.decode import _pcm_wav
+from mvr.store import Catalog
 
 
 def catalog_rows(folder: Path) -> list[tuple]:
@@ -62,7 +65,7 @@ def test_index_command_takes_jobs(music_videos, bad_media, tmp_path: Path, capsy
 
 
 def test_jobs_must_be_positive(tmp_path: Path) -> None:
-    with Catalog.open(tmp_path / "catalog") as catalog, pytest.raises(ValueError, match="jobs"):
+    with Catalog.open(tmp_path / "catalog") as catalog, pytest.raises(UsageError, match="jobs"):
         index_sources(catalog, [], jobs=0)
 
 
@@ -79,7 +82,7 @@ def surround(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("block", [1 << 20, 1001])  # 1001 bytes: frames cut across the pipe's reads
 def test_streamed_audio_equals_the_whole_signal(music_videos, music_tracks, surround, monkeypatch,
                                                 block: int) -> None:
-    monkeypatch.setattr(media, "_PIPE_BLOCK", block)
+    monkeypatch.setattr(decode, "_PIPE_BLOCK", block)
     mono = music_tracks[0].with_name("mono-excerpt.wav")
     if not mono.exists():
         subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-y", "-t", "4", "-i", str(music_tracks[0]), "-ac", "1",
@@ -148,7 +151,7 @@ def test_pcm_wav_is_read_in_place_with_ffmpegs_samples(music_tracks, tmp_path: P
     cut = tmp_path / "cut.wav"  # its header claims more data than the file holds, and half a frame ends it
     cut.write_bytes(stereo.read_bytes()[: 3 * 44100 * 4 + 1001])
     for path, channels in ((stereo, 2), (mono, 1), (extensible, 2), (cut, 2)):
-        assert media._pcm_wav(path) is not None, path.name
+        assert _pcm_wav(path) is not None, path.name
         pcm = _ffmpeg_pcm(path, channels)
         expected = pcm.astype(np.float64) if channels == 1 else pcm[1::2] / 2 + pcm[0::2] / 2
         info = media.probe(path)  # from the header, as ffprobe would say it
@@ -166,12 +169,12 @@ def test_other_wav_files_go_through_ffmpeg(music_tracks, tmp_path: Path) -> None
     deep = tmp_path / "24-bit.wav"
     subprocess.run(["ffmpeg", "-v", "error", "-nostdin", "-t", "2", "-i", str(music_tracks[0]), "-c:a", "pcm_s24le",
                     str(deep)], check=True, capture_output=True)
-    assert media._pcm_wav(deep) is None
+    assert _pcm_wav(deep) is None
     pcm = _ffmpeg_pcm(deep, 2)
     with media.open_audio(deep) as decoded:  # decoded by ffmpeg to 16 bits, like any other file
         np.testing.assert_array_equal(decoded.read(0, decoded.size), pcm[1::2] / 2 + pcm[0::2] / 2)
     not_wav = tmp_path / "not.wav"
     not_wav.write_bytes(b"RIFF\x04\x00\x00\x00WAVE" + b"junk" * 10)
-    assert media._pcm_wav(not_wav) is None
+    assert _pcm_wav(not_wav) is None
     with pytest.raises(MediaError, match="not a media file"):
         media.probe(not_wav)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvr.catalog import Catalog
 from mvr.cli import main
-from mvr.search import STUDY_METRICS
+from mvr.presets import STUDY_METRICS
+from mvr.store import Catalog
 
 pytestmark = pytest.mark.slow
 

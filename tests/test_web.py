@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from mvr.catalog import Catalog
 from mvr.cli import main
-from mvr.collection import index_sources
-from mvr.search import DEFAULT_METRICS
+from mvr.ingest.pipeline import index_sources
+from mvr.retrieval.targets import default_metrics
+from mvr.store import Catalog
 from mvr.web import ServiceSettings, create_app
+
+DEFAULT_METRICS = default_metrics()
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """mvr: content-based music video retrieval.
 
-The Python API in four names::
+The Python API in a few names::
 
     import mvr
     with mvr.Catalog.open("my-catalog") as catalog:
@@ -18,11 +18,13 @@ __version__ = "0.1.0"
 
 # Resolved on first use, so that `import mvr` (and the CLI's start-up) stays cheap.
 _PUBLIC = {
-    "Catalog": "mvr.catalog",
-    "index_sources": "mvr.collection",
-    "recommend": "mvr.search",
+    "Catalog": "mvr.store",
+    "index_sources": "mvr.ingest.pipeline",
+    "recommend": "mvr.retrieval.query",
     "extract_features": "mvr.features",
+    "build_extractors": "mvr.features",
     "VisualSettings": "mvr.features",
+    "RuntimeSettings": "mvr.config",
     "MvrError": "mvr.errors",
 }
 __all__ = sorted(_PUBLIC)

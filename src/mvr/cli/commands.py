@@ -1,0 +1,227 @@
+"""The verbs of the ``mvr`` command: each reads its options, calls the Python API, and prints the outcome.
+
+Configuration is read here, once (:meth:`mvr.config.RuntimeSettings.from_environment`), and passed down. Each verb
+imports the stages it runs when it runs, so that ``mvr features`` does not load the catalog, scipy or the web
+stack. Only mvr's own errors become one-line messages; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from mvr.cli.parser import build_parser
+from mvr.config import RuntimeSettings, prepare_process_environment
+from mvr.errors import MvrError, UsageError
+from mvr.features import SpaceOptions, VisualSettings
+from mvr.presets import Preset, get_preset
+
+EXIT_FAILED = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 an item or the command failed, 2 bad usage)."""
+    parser = build_parser(COMMANDS)
+    args = parser.parse_args(argv)
+    try:
+        prepare_process_environment()
+        args.runtime = RuntimeSettings.from_environment()
+        return args.run(args)
+    except MvrError as exc:
+        print(f"mvr: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("mvr: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`mvr list --json | head`): nothing more to say, and nothing to say it to.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def _one_line(text: str) -> str:
+    """A message on one line, whatever a file name in it holds."""
+    return " ".join(text.splitlines())
+
+
+def _preset(args: argparse.Namespace) -> Preset:
+    return get_preset(args.preset)
+
+
+def _requested_options(args: argparse.Namespace) -> dict[str, SpaceOptions] | None:
+    """The extractor options the command line asks for (a preset, then explicit options); None: the catalog's."""
+    if args.preset is None and args.backbone is None and args.max_keyframes is None and args.weights is None:
+        return None
+    options = dict(_preset(args).options)
+    visual = options.get("visual", VisualSettings())
+    if args.backbone is not None:
+        visual = replace(visual, backbone=args.backbone)
+    if args.max_keyframes is not None:
+        visual = replace(visual, max_keyframes=args.max_keyframes or None)
+    options["visual"] = replace(visual, weights=args.weights)
+    return options
+
+
+def run_index(args: argparse.Namespace) -> int:
+    """``mvr index``: add sources to the catalog, one line per item, a summary at the end."""
+    from mvr.ingest.pipeline import index_sources
+    from mvr.ingest.sources import Outcome
+    from mvr.store import Catalog
+
+    def show(outcome: Outcome) -> None:
+        if outcome.status == "failed":
+            print(_one_line(f"failed   {outcome.source}: {outcome.reason}"), file=sys.stderr)
+        elif not args.quiet:
+            where = f"#{outcome.video.id} {outcome.video.title}" if outcome.video else outcome.source
+            note = f" ({outcome.reason})" if outcome.reason else ""
+            print(_one_line(f"{outcome.status:<8} {where}{note}"), file=sys.stderr)
+
+    with Catalog.open(args.catalog) as catalog:
+        report = index_sources(catalog, args.sources, label=args.label, options=_requested_options(args),
+                               on_outcome=show, jobs=args.jobs, engine=args.engine, runtime=args.runtime)
+        if not report.outcomes:
+            raise UsageError(f"{' '.join(args.sources)}: no media files found (looked for "
+                             "video and audio files, CSV and JSON manifests)")
+        print(f"{report.summary()}; the catalog holds {len(catalog)} videos")
+    return EXIT_FAILED if report.count("failed") else 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    """``mvr query``: print the top-k recommendations as a table or JSON."""
+    from mvr.retrieval.query import recommend
+    from mvr.store import Catalog
+
+    preset = _preset(args)
+    fusion = args.fusion or preset.fusion
+    with Catalog.open(args.catalog, create=False) as catalog:
+        found = recommend(catalog, args.source, modality=args.modality,
+                          metric=args.metric or preset.metrics[args.modality], k=args.k,
+                          options=_requested_options(args), fusion=fusion, exact=args.exact, runtime=args.runtime)
+    for note in found.notes:
+        print(_one_line(f"note: {note}"), file=sys.stderr)
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2))
+        return 0
+    if found.modality == "fused" and fusion == "late":
+        # Late fusion adds standardised distances: the score is relative to this query's candidates.
+        measure = f"late fusion of {found.metric} distances, standardised score: lower is closer"
+    else:
+        measure = f"{found.metric} distance"
+    print(f"{found.modality} recommendations for {found.query['title']} ({measure})")
+    rows = [(str(m.rank), m.video.title, m.video.label or "", f"{m.distance:.6g}") for m in found.matches]
+    _print_table(("rank", "title", "label", "distance"), rows)
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """``mvr list``: the catalog's videos."""
+    from mvr.store import Catalog
+
+    with Catalog.open(args.catalog, create=False) as catalog:
+        videos = catalog.videos(label=args.label)
+    if args.json:
+        print(json.dumps([video.to_dict() for video in videos], indent=2))
+        return 0
+    rows = [(str(v.id), v.title, v.label or "", f"{v.duration:.1f}", ",".join(v.spaces)) for v in videos]
+    _print_table(("id", "title", "label", "duration", "vectors"), rows)
+    return 0
+
+
+def run_features(args: argparse.Namespace) -> int:
+    """``mvr features``: one file's aggregated vector in one feature space."""
+    from mvr.features import build_extractors, extract_features, get_space
+    from mvr.media import is_url
+
+    if is_url(args.source):
+        raise UsageError(f"{args.source}: mvr features reads local files; download it first"
+                         " (mvr query and mvr index take URLs)")
+    space = get_space(args.modality)
+    options = (_requested_options(args) or {}).get(space.name, space.default_options)
+    extractors = build_extractors({space.name: options}, args.runtime)
+    features = extract_features(Path(args.source), extractors, threads=args.runtime.threads)
+    extractor, vector = features.vectors[space.name]
+    if args.json:
+        backbone = options.backbone if isinstance(options, VisualSettings) else None
+        print(json.dumps({"modality": space.name, "backbone": backbone, "extractor": extractor,
+                          "dims": int(vector.size), "vector": [float(x) for x in vector]}))
+    else:
+        print(" ".join(f"{x:.8g}" for x in vector))
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """``mvr serve``: the dashboard and REST API, until interrupted."""
+    try:
+        from mvr.ingest.policy import MIB
+        from mvr.web import ServiceSettings, serve
+    except ImportError as exc:
+        raise MvrError(f"mvr serve needs the web extra ({exc}); install it with: pip install 'mvr[web]'") from None
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"mvr: warning: listening on {args.host}: anyone who reaches it can use the API (no login)",
+              file=sys.stderr)
+    limit = args.max_upload_mb * MIB
+    serve(ServiceSettings(catalog=args.catalog, allow_private_urls=args.allow_private_urls, workers=args.workers,
+                          queue_limit=args.queue_limit, max_upload_bytes=limit, max_download_bytes=limit,
+                          runtime=args.runtime),
+          host=args.host, port=args.port)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``mvr evaluate``: score the catalog's own labels; the results are also kept in the catalog folder."""
+    from mvr.evaluation import plots, report
+    from mvr.evaluation.run import evaluate
+    from mvr.store import Catalog
+
+    protocol = args.protocol or (None if args.queries else _preset(args).protocol)
+    with Catalog.open(args.catalog, create=False) as catalog, contextlib.ExitStack() as stack:
+        queries = stack.enter_context(Catalog.open(args.queries, create=False)) if args.queries else None
+        found = evaluate(catalog, k=args.k, protocol=protocol, queries=queries)
+    written = [report.save(found, args.catalog)]
+    if args.csv:
+        written.append(report.write_csv(found, args.csv))
+    if args.plots:
+        written += plots.plot(found, args.plots)
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2))
+    else:
+        print(report.title(found))
+        _print_table(*report.metric_table(found))
+        print("\n* mvr's default, s the study's choice; tie: the metric gives every candidate the same distance\n")
+        _print_table(*report.summary_table(found))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def run_dataset_build(args: argparse.Namespace) -> int:
+    """``mvr dataset build``: the labelled benchmark collection and its manifest."""
+    from mvr.dataset.build import build_collection
+
+    manifest = build_collection(args.out, mode=args.mode, size=args.size, cache_dir=args.runtime.cache_dir)
+    print(f"manifest: {manifest}")
+    return 0
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+COMMANDS = {
+    "index": run_index, "query": run_query, "list": run_list, "features": run_features, "serve": run_serve,
+    "evaluate": run_evaluate, "dataset build": run_dataset_build,
+}
+"""What runs each verb."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

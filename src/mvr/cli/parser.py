@@ -1,0 +1,147 @@
+"""The argument parser: every verb and option, with the choices read from mvr's registries."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from mvr import __version__
+from mvr.dataset.spec import MODES, SIZES
+from mvr.evaluation.protocols import PROTOCOLS
+from mvr.features import space_names
+from mvr.features.cnn import DEFAULT_BACKBONE, DEFAULT_MAX_KEYFRAMES, backbone_names
+from mvr.index.base import METRICS
+from mvr.ingest.executors import EXECUTORS
+from mvr.presets import PRESETS
+from mvr.retrieval.targets import (
+    DEFAULT_FUSION,
+    FUSIONS,
+    default_metrics,
+    search_targets,
+)
+
+
+def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
+    """The parser of every verb; ``commands`` maps each verb (``index``, ``dataset build``...) to what runs it."""
+    parser = argparse.ArgumentParser(prog="mvr", description="Content-based music video retrieval.")
+    parser.add_argument("--version", action="version", version=f"mvr {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    index = verbs.add_parser("index", help="add videos (files, folders, URLs, manifests) to a catalog")
+    index.add_argument("sources", nargs="+", metavar="SOURCE",
+                       help="video file, folder, http(s) URL, CSV manifest or the study's JSON manifest")
+    _catalog_option(index)
+    index.add_argument("--label", help="label for items that have none from a manifest")
+    _visual_options(index)
+    index.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+    index.add_argument("--jobs", type=_positive_int, default=1,
+                       help="videos processed at once, each in its own worker process (default 1)")
+    index.add_argument("--engine", choices=tuple(EXECUTORS), default="local",
+                       help="where the work runs (default local: this machine)")
+    index.set_defaults(run=commands["index"])
+
+    targets = search_targets()
+    query = verbs.add_parser("query", help="recommend the catalog videos most similar to a video")
+    query.add_argument("source", metavar="SOURCE", help="video file or http(s) URL")
+    _catalog_option(query)
+    query.add_argument("--modality", choices=targets, default="audio",
+                       help=f"what to compare: {', '.join(targets)} (default audio)")
+    query.add_argument("--metric", choices=METRICS, default=None,
+                       help="distance metric (default per modality: "
+                            + ", ".join(f"{m} {d}" for m, d in default_metrics().items()) + ")")
+    query.add_argument("--fusion", choices=FUSIONS, default=None,
+                       help=f"how fused search combines the spaces (default {DEFAULT_FUSION})")
+    query.add_argument("--exact", action="store_true",
+                       help="rank every candidate exactly (large catalogs otherwise use compact vectors first)")
+    query.add_argument("-k", type=_positive_int, default=5, help="how many recommendations (default 5)")
+    query.add_argument("--json", action="store_true", help="print JSON")
+    _visual_options(query)
+    query.set_defaults(run=commands["query"])
+
+    listing = verbs.add_parser("list", help="list the catalog's videos")
+    _catalog_option(listing)
+    listing.add_argument("--label", help="only videos with this label")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(run=commands["list"])
+
+    features = verbs.add_parser("features", help="print one video's aggregated feature vector")
+    features.add_argument("source", metavar="SOURCE", help="video or audio file")
+    features.add_argument("--modality", choices=space_names(), default="audio",
+                          help=f"feature space: {', '.join(space_names())} (default audio)")
+    features.add_argument("--json", action="store_true", help="print JSON")
+    _visual_options(features)
+    features.set_defaults(run=commands["features"])
+
+    serve = verbs.add_parser("serve", help="run the dashboard and REST API over a catalog")
+    _catalog_option(serve)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1: this machine only; the API has no login)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--allow-private-urls", action="store_true",
+                       help="let URL queries fetch from loopback, private and link-local addresses")
+    serve.add_argument("--workers", type=_positive_int, default=2, help="queries processed at once (default 2)")
+    serve.add_argument("--queue-limit", type=_positive_int, default=8,
+                       help="queries that may wait for a worker before the server answers 503 (default 8)")
+    serve.add_argument("--max-upload-mb", type=_positive_int, default=512,
+                       help="largest uploaded file, and largest download of a URL query (default 512)")
+    serve.set_defaults(run=commands["serve"])
+
+    evaluate = verbs.add_parser("evaluate", help="precision@k of every modality and metric on the catalog's labels")
+    _catalog_option(evaluate)
+    evaluate.add_argument("-k", type=_positive_int, default=5, help="recommendations per query (default 5)")
+    _preset_option(evaluate)
+    protocols = tuple(p for p in PROTOCOLS if p != "queries")  # that one is --queries
+    evaluate.add_argument("--protocol", choices=protocols, default=None,
+                          help="loo: every labelled video queries all others (default); holdout: the study's,"
+                               " 5 held-out queries per label (default with --preset paper)")
+    evaluate.add_argument("--queries", type=Path, metavar="DIR",
+                          help="a catalog of labelled query videos (the study's validation set) to query this one"
+                               " with, instead of a --protocol")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.add_argument("--csv", type=Path, metavar="FILE", help="also write the results as CSV")
+    evaluate.add_argument("--plots", type=Path, metavar="DIR",
+                          help="also draw one bar chart per modality (PNG), like the study's figures 2-4")
+    evaluate.set_defaults(run=commands["evaluate"])
+
+    dataset = verbs.add_parser("dataset", help="build a labelled benchmark collection from open media")
+    dataset_verbs = dataset.add_subparsers(dest="dataset_verb", required=True, metavar="VERB")
+    build = dataset_verbs.add_parser("build", help="assemble labelled music videos and a manifest.csv")
+    build.add_argument("out", type=Path, metavar="DIR", help="where the items and manifest.csv go")
+    build.add_argument("--mode", choices=MODES, default="coupled",
+                       help="coupled: the pictures follow the label; mixed: mostly; factorial: never"
+                            " (default coupled)")
+    build.add_argument("--size", choices=tuple(SIZES), default="small",
+                       help=f"small: {SIZES['small']} items per label; full: up to {SIZES['full']} (default small)")
+    build.set_defaults(run=commands["dataset build"])
+    return parser
+
+
+def _catalog_option(sub: argparse.ArgumentParser) -> None:
+    default = os.environ.get("MVR_CATALOG")  # the parser is the command line's edge: it reads the environment
+    sub.add_argument("--catalog", type=Path, default=default, required=default is None,
+                     help="catalog folder (default: $MVR_CATALOG)")
+
+
+def _preset_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                     help="paper: the study's setup (ResNet-152 on every I-frame, raw concatenation, its"
+                          " metrics, holdout protocol); explicit options override it")
+
+
+def _visual_options(sub: argparse.ArgumentParser) -> None:
+    _preset_option(sub)
+    sub.add_argument("--backbone", default=None,
+                     help=f"visual CNN: {', '.join(backbone_names())} (default: the catalog's, or {DEFAULT_BACKBONE}"
+                          " for a new one)")
+    sub.add_argument("--weights", type=Path, default=None, help="the backbone's weights file")
+    sub.add_argument("--max-keyframes", type=int, default=None,
+                     help=f"keyframes per video, spread evenly (default {DEFAULT_MAX_KEYFRAMES}; 0 = all)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value

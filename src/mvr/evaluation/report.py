@@ -1,0 +1,93 @@
+"""An evaluation's outputs: the stored JSON, CSV, and the tables ``mvr evaluate`` prints."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from mvr.evaluation.protocols import PROTOCOL_NAMES
+from mvr.evaluation.run import METHODS, Evaluation
+from mvr.evaluation.scoring import Result
+from mvr.index.base import METRICS
+from mvr.retrieval.targets import FUSED, search_targets
+
+RESULTS_FILE = "evaluation.json"
+def save(evaluation: Evaluation, folder: Path) -> Path:
+    """Write ``folder / RESULTS_FILE`` whole or not at all (the dashboard may read it at any time)."""
+    path = Path(folder) / RESULTS_FILE
+    staged = path.with_name(f".{RESULTS_FILE}.{os.getpid()}.part")
+    staged.write_text(json.dumps(evaluation.to_dict(), indent=1) + "\n", encoding="utf-8")
+    os.replace(staged, path)
+    return path
+
+
+def write_csv(evaluation: Evaluation, path: Path) -> Path:
+    """One row per method, modality and metric, with a ``precision_<label>`` column per label."""
+    labels = sorted({label for result in evaluation.results for label in result.labels})
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["k", "protocol", "method", "modality", "metric", "precision", "map", "queries",
+                         "degenerate", "chance", *(f"precision_{label}" for label in labels)])
+        for r in evaluation.results:
+            row = r.to_dict()
+            writer.writerow([evaluation.k, evaluation.protocol, r.method, r.modality, r.metric,
+                             _cell(row["precision"]), _cell(row["map"]), r.queries, r.degenerate,
+                             _cell(row["chance"]), *(_cell(row["labels"].get(label)) for label in labels)])
+    return Path(path)
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def title(evaluation: Evaluation) -> str:
+    """One line: what was measured, how, and on what."""
+    return (f"precision@{evaluation.k} / mean average precision, {PROTOCOL_NAMES[evaluation.protocol]},"
+            f" {evaluation.results[0].queries} queries, {evaluation.videos} videos in {evaluation.catalog}")
+
+
+def metric_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: precision@k / mAP of each metric (rows) and modality (columns), the chance level last.
+
+    ``tie`` marks a degenerate metric; ``*`` mvr's default, ``s`` the study's choice. Audio and visual have one
+    column (both methods rank the same vectors), fused one per method.
+    """
+    columns = [("mvr", m) for m in search_targets()] + [("study", FUSED)]
+    header = ["metric"] + [column_name(method, modality) for method, modality in columns]
+    rows = []
+    for metric in METRICS:
+        cells = [metric]
+        for method, modality in columns:
+            marks = "".join(mark for name, mark in (("mvr", "*"), ("study", "s"))
+                            if METHODS[name].metrics[modality] == metric and (modality != "fused" or name == method))
+            cells.append(f"{_score(evaluation.result(method, modality, metric))} {marks}".rstrip())
+        rows.append(cells)
+    rows.append(["(chance)"] + [f"{evaluation.result(method, m).chance:.2f}" for method, m in columns])
+    return header, rows
+
+
+def summary_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: each modality searched mvr's way and the study's way, side by side."""
+    header = ["modality", "mvr", "the study's method"]
+    return header, [[modality] + [_described(evaluation.result(method, modality)) for method in METHODS]
+                    for modality in search_targets()]
+
+
+def column_name(method: str, modality: str) -> str:
+    """A table's or chart's name for a method's search of ``modality``."""
+    if modality != "fused":
+        return modality
+    return f"fused ({METHODS[method].fusion}{', study' if method == 'study' else ''})"
+
+
+def _score(result: Result) -> str:
+    return "tie" if result.degenerate else f"{result.precision:.3f} / {result.map:.3f}"
+
+
+def _described(result: Result) -> str:
+    fusion = f" {METHODS[result.method].fusion}" if result.modality == "fused" else ""
+    return f"{result.metric}{fusion}: {_score(result)}"
+
+

@@ -1,0 +1,169 @@
+"""Retrieval evaluation: precision@k and mean average precision by label, for every modality and metric.
+
+A catalog whose videos carry labels (a music genre or style) is its own benchmark: each labelled video is a query,
+and a recommendation is correct when it has the query's label. Two protocols:
+
+``loo`` (leave one out)
+    Every labelled video queries all the others.
+``holdout`` (the study's, section 4)
+    :data:`HOLDOUT_PER_LABEL` videos per label are held out as queries (chosen by :func:`holdout_queries`, the same
+    ones on every machine), and only the other videos are ranked.
+``queries``
+    The labelled videos of another catalog (the study's validation videos, say) query this one.
+
+In both, a query's own group (two excerpts of one song, say) is never ranked for it: a near-copy is not a
+recommendation. Precision@k is the study's number, correct recommendations / (queries x k); the mean average
+precision also weighs where in the whole ranking the same-label videos come. A metric that gives a query every
+candidate the same distance (or none finite) has not answered it: that query scores 0, and a metric that answers
+no query at all is marked ``degenerate`` and has no precision.
+
+Every run is scored twice, for mvr's own method and for the study's (raw vectors, raw concatenation for ``fused``,
+see :mod:`mvr.search`), so that the two can be compared on the same data.
+
+The latest run is stored in the catalog folder as ``DIR/evaluation.json`` (:data:`RESULTS_FILE`, replaced whole
+by each run): the JSON that ``mvr evaluate --json`` prints::
+
+    {
+      "k": 5,
+      "protocol": "loo",                        # or "holdout", or "queries"
+      "catalog": "/path/to/DIR",
+      "queries": null,                          # with protocol "queries": the catalog the queries came from
+      "videos": 215,                            # videos in the catalog at the time
+      "created": "2025-01-31T12:00:00+00:00",   # UTC, ISO 8601
+      "defaults": {"mvr": {"audio": "braycurtis", "visual": "cosine", "fused": "cosine"},
+                   "study": {"audio": "euclidean", "visual": "euclidean", "fused": "braycurtis"}},
+      "fusion": {"mvr": "late", "study": "concat", "weights": {"audio": 0.5, "visual": 0.5}},
+      "results": [                              # every method x modality x metric of mvr.index.METRICS
+        {"method": "mvr",                       # or "study"
+         "modality": "audio",                   # audio, visual or fused
+         "metric": "braycurtis",
+         "precision": 0.598,                    # precision@k; null when degenerate
+         "map": 0.441,                          # mean average precision; null when degenerate
+         "queries": 215,                        # queries scored
+         "degenerate": false,                   # true: the metric tied every candidate of every query
+         "labels": {"ambient": 0.667, ...},     # precision@k of each label's queries; null when degenerate
+         "chance": 0.25},                       # the precision of a random ranking
+        ...
+      ]
+    }
+
+``defaults`` names each method's own metric per modality: the row to show for "mvr" against "the study".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from mvr.errors import CatalogError, MvrError, UsageError
+from mvr.evaluation.protocols import PROTOCOLS
+from mvr.evaluation.scoring import Result, score_candidates
+from mvr.features import space_names
+from mvr.presets import PRESETS, Preset
+from mvr.retrieval.query import fusion_for, spaces_of
+from mvr.retrieval.search import SearcherCache
+from mvr.retrieval.targets import EQUAL_WEIGHTS, search_targets
+from mvr.store import Catalog
+
+METHODS: dict[str, Preset] = {preset.method: preset for preset in PRESETS.values()}
+"""The methods every evaluation scores, by their names in the results: each preset's (mvr's and the study's)."""
+
+
+@dataclass
+class Evaluation:
+    """Every result of one ``mvr evaluate`` run, with what was measured and when."""
+
+    k: int
+    protocol: str
+    catalog: str
+    videos: int
+    created: str
+    results: list[Result]
+    queries: str | None = None
+
+    def result(self, method: str, modality: str, metric: str | None = None) -> Result:
+        """One result; ``metric`` defaults to the method's own choice for the modality."""
+        metric = metric or METHODS[method].metrics[modality]
+        return next(r for r in self.results if (r.method, r.modality, r.metric) == (method, modality, metric))
+
+    def to_dict(self) -> dict:
+        """The JSON of ``mvr evaluate --json`` and of ``DIR/evaluation.json``."""
+        return {
+            "k": self.k, "protocol": self.protocol, "catalog": self.catalog, "queries": self.queries,
+            "videos": self.videos, "created": self.created,
+            "defaults": {name: dict(method.metrics) for name, method in METHODS.items()},
+            "fusion": {**{name: method.fusion for name, method in METHODS.items()}, "weights": dict(EQUAL_WEIGHTS)},
+            "results": [result.to_dict() for result in self.results],
+        }
+
+
+
+def evaluate(
+    catalog: Catalog, k: int = 5, protocol: str | None = None, queries: Catalog | None = None
+) -> Evaluation:
+    """Score every method, modality and metric on the catalog's labelled videos, from their stored vectors.
+
+    Parameters
+    ----------
+    catalog : Catalog
+        The videos to rank (and, for ``loo`` and ``holdout``, the queries).
+    k : int
+        Recommendations per query.
+    protocol : str, optional
+        One of :data:`PROTOCOLS`; by default ``queries`` when ``queries`` is given, else ``loo``.
+    queries : Catalog, optional
+        For the ``queries`` protocol: a catalog of labelled query videos, indexed with the same extractors.
+
+    Raises
+    ------
+    MvrError
+        When there is no labelled query, or no query has a same-label video outside its group; CatalogError when
+        the queries' vectors come from other extractors than the catalog's.
+    UsageError
+        For an unknown protocol, k below 1, ``queries`` without its protocol or the reverse, or a label with too
+        few videos for ``holdout``.
+    """
+    protocol = protocol or ("queries" if queries is not None else "loo")
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"unknown protocol '{protocol}'; choose one of: {', '.join(PROTOCOLS)}")
+    if (protocol == "queries") != (queries is not None):
+        raise UsageError("a catalog of queries goes with the 'queries' protocol, and that protocol needs one")
+    if k < 1:
+        raise UsageError("k must be at least 1")
+    videos = {video.id: video for video in catalog.videos()}
+    asking = catalog if queries is None else queries
+    if not any(video.label for video in asking.videos()):
+        raise MvrError(f"{asking.root}: no labelled video to evaluate with (give labels with --label or a"
+                       " manifest's label column when indexing)")
+    if queries is not None:
+        _check_extractors(catalog, queries)
+        query_videos = {video.id: video for video in queries.videos()}
+    searchers = SearcherCache()
+    results = []
+    for modality in search_targets():
+        # Both methods search the same raw vectors of one space; they differ only in how they fuse them.
+        scored: dict[str, list[Result]] = {}
+        for name, method in METHODS.items():
+            fusion = fusion_for(modality, method.fusion)
+            kind = fusion.method if fusion is not None else "single"
+            if kind not in scored:
+                spaces = spaces_of(modality, fusion)
+                pool = searchers.pool(catalog, spaces)
+                asked = None if queries is None else (searchers.pool(queries, spaces), query_videos)
+                scored[kind] = score_candidates(pool, videos, modality, k, protocol, queries=asked, fusion=fusion)
+            results += [replace(result, method=name) for result in scored[kind]]
+    return Evaluation(k=k, protocol=protocol, catalog=str(catalog.root), videos=len(videos),
+                      created=datetime.now(UTC).isoformat(timespec="seconds"), results=results,
+                      queries=None if queries is None else str(queries.root))
+
+
+def _check_extractors(catalog: Catalog, queries: Catalog) -> None:
+    for space in space_names():
+        ours, theirs = catalog.setting(f"extractor.{space}"), queries.setting(f"extractor.{space}")
+        if ours and theirs and ours != theirs:
+            raise CatalogError(
+                f"{queries.root}: its {space} vectors come from '{theirs}', those of {catalog.root} from"
+                f" '{ours}'; index the queries with the catalog's settings (the same --preset or --backbone)"
+            )
+
+

@@ -1,0 +1,360 @@
+"""The catalog: a self-contained folder with the media, one SQLite database and the feature vectors.
+
+Layout of a catalog folder::
+
+    DIR/catalog.sqlite      videos, vectors, sources, settings
+    DIR/media/ab/<sha256>.<ext>   the media, content-addressed
+    DIR/tmp/                downloads in flight
+
+Each video is written in one transaction, after its media file is in place, so a crash loses at most the item in
+flight: an orphan media file may remain (it is reused when the same content comes again), a half-written row never.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mvr.errors import CatalogError
+
+DATABASE_NAME = "catalog.sqlite"
+SCHEMA_VERSION = 1
+# Bumped in the transaction of every change to the videos or vectors: searchers built from the vectors are kept
+# while it stands still, in every thread and process that reads the catalog.
+_GENERATION_KEY = "generation"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS videos (
+    id           INTEGER PRIMARY KEY,
+    content_hash TEXT NOT NULL UNIQUE,
+    source       TEXT NOT NULL,
+    media_path   TEXT NOT NULL,
+    title        TEXT NOT NULL,
+    duration     REAL NOT NULL,
+    label        TEXT,
+    grp          TEXT,
+    added_at     REAL NOT NULL,
+    thumbnail    BLOB
+);
+-- "modality" holds the feature space's name (mvr.features.SPACES); the column keeps its first name so that older
+-- catalogs open unchanged.
+CREATE TABLE IF NOT EXISTS vectors (
+    video_id  INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+    modality  TEXT NOT NULL,
+    extractor TEXT NOT NULL,
+    dims      INTEGER NOT NULL,
+    vector    BLOB NOT NULL,
+    PRIMARY KEY (video_id, modality)
+);
+CREATE TABLE IF NOT EXISTS sources (
+    source   TEXT PRIMARY KEY,
+    video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS videos_label ON videos(label);
+"""
+
+
+@dataclass(frozen=True)
+class Video:
+    """One indexed music video, as the catalog lists it."""
+
+    id: int
+    title: str
+    source: str
+    label: str | None
+    group: str | None
+    duration: float
+    content_hash: str
+    media_path: Path
+    spaces: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able form."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "source": self.source,
+            "label": self.label,
+            "group": self.group,
+            "duration": round(self.duration, 3),
+            "content_hash": self.content_hash,
+            "modalities": list(self.spaces),
+        }
+
+
+@dataclass
+class NewVideo:
+    """Everything needed to add one video in a single transaction."""
+
+    content_hash: str
+    source: str
+    media_file: Path
+    title: str
+    duration: float
+    label: str | None = None
+    group: str | None = None
+    thumbnail: bytes | None = None
+    vectors: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)  # space -> (extractor, vector)
+
+
+@dataclass(frozen=True)
+class VectorMatrix:
+    """All vectors of one feature space and extractor, stacked in catalog order."""
+
+    ids: np.ndarray  # int64, (n,)
+    vectors: np.ndarray  # float32, (n, dims)
+    extractor: str
+
+
+class Catalog:
+    """A catalog folder. Open it with :meth:`open`; use it as a context manager or call :meth:`close`.
+
+    Parameters
+    ----------
+    root : Path
+        The catalog folder.
+    connection : sqlite3.Connection
+        An open connection to ``root / DATABASE_NAME``.
+    """
+
+    def __init__(self, root: Path, connection: sqlite3.Connection) -> None:
+        self.root = root
+        self._db = connection
+
+    @classmethod
+    def open(cls, root: Path | str, create: bool = True) -> "Catalog":
+        """Open the catalog in ``root``, creating the folder and database when ``create`` is true.
+
+        Raises
+        ------
+        CatalogError
+            When ``root`` holds no catalog and ``create`` is false, or the database is not an mvr catalog.
+        """
+        root = Path(root)
+        database = root / DATABASE_NAME
+        if not database.exists():
+            if not create:
+                raise CatalogError(f"{root}: no catalog here (create one with: mvr index SOURCE --catalog {root})")
+            if root.exists() and not root.is_dir():
+                raise CatalogError(f"{root}: is a file, not a catalog folder")
+            root.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
+        try:
+            connection.execute("PRAGMA foreign_keys = ON")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.executescript(_SCHEMA)
+            catalog = cls(root, connection)
+            catalog._check_schema()
+        except sqlite3.DatabaseError as exc:
+            connection.close()
+            raise CatalogError(f"{database}: not an mvr catalog database ({exc})") from None
+        return catalog
+
+    def _check_schema(self) -> None:
+        stored = self.setting("schema_version")
+        if stored is None:
+            self.set_setting("schema_version", str(SCHEMA_VERSION))
+        elif int(stored) != SCHEMA_VERSION:
+            raise CatalogError(f"{self.root}: catalog schema {stored}, this mvr reads schema {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # settings ------------------------------------------------------------------------------------------------
+
+    def setting(self, key: str) -> str | None:
+        """Return a catalog-wide setting (for example the visual extractor every vector must share)."""
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store a catalog-wide setting."""
+        self._db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)", (key, value))
+
+    def space_settings(self, space: str) -> dict[str, str]:
+        """A feature space's stored options (``<space>.<option>`` settings), without the prefix."""
+        rows = self._db.execute("SELECT key, value FROM settings WHERE key LIKE ? ESCAPE '\\'",
+                                (space.replace("_", "\\_") + ".%",))
+        return {key[len(space) + 1:]: value for key, value in rows}
+
+    def generation(self) -> int:
+        """A number that changes with every change of the videos or vectors (0 for a new catalog)."""
+        return int(self.setting(_GENERATION_KEY) or 0)
+
+    # reading -------------------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM videos").fetchone()[0]
+
+    def find_by_hash(self, content_hash: str) -> Video | None:
+        """Return the video with this content hash, if indexed."""
+        return self._one("WHERE v.content_hash = ?", (content_hash,))
+
+    def find_by_source(self, source: str) -> Video | None:
+        """Return the video indexed from this URL or path, if any."""
+        return self._one("WHERE v.id = (SELECT video_id FROM sources WHERE source = ?)", (source,))
+
+    def get(self, video_id: int) -> Video | None:
+        """Return one video by id."""
+        return self._one("WHERE v.id = ?", (video_id,))
+
+    def videos(self, label: str | None = None, limit: int | None = None, offset: int = 0) -> list[Video]:
+        """List videos in id order, optionally only those with ``label``."""
+        where, params = ("WHERE v.label = ?", [label]) if label is not None else ("", [])
+        page = " LIMIT ? OFFSET ?" if limit is not None else ""
+        if limit is not None:
+            params += [limit, offset]
+        return self._many(f"{where} ORDER BY v.id{page}", tuple(params))
+
+    def labels(self) -> list[str]:
+        """Distinct labels, sorted."""
+        rows = self._db.execute("SELECT DISTINCT label FROM videos WHERE label IS NOT NULL ORDER BY label")
+        return [row[0] for row in rows]
+
+    def thumbnail(self, video_id: int) -> bytes | None:
+        """The video's thumbnail JPEG, if it has pictures."""
+        row = self._db.execute("SELECT thumbnail FROM videos WHERE id = ?", (video_id,)).fetchone()
+        return row[0] if row else None
+
+    def vector(self, video_id: int, space: str) -> tuple[str, np.ndarray] | None:
+        """Return ``(extractor, vector)`` of one video and feature space, or None."""
+        row = self._db.execute(
+            "SELECT extractor, dims, vector FROM vectors WHERE video_id = ? AND modality = ?", (video_id, space)
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], np.frombuffer(row[2], dtype=np.float32, count=row[1])
+
+    def matrix(self, space: str) -> VectorMatrix | None:
+        """All vectors of one feature space stacked as float32, read afresh (callers keep what they build from it).
+
+        Returns None when the catalog has no vector of that space.
+
+        Raises
+        ------
+        CatalogError
+            When the space's vectors come from several extractors.
+        """
+        rows = self._db.execute(
+            "SELECT video_id, extractor, dims, vector FROM vectors WHERE modality = ? ORDER BY video_id", (space,),
+        ).fetchall()
+        if not rows:
+            return None
+        extractors = {row[1] for row in rows}
+        if len(extractors) > 1:
+            raise CatalogError(
+                f"{self.root}: {space} vectors from several extractors ({', '.join(sorted(extractors))});"
+                " re-index into a new catalog"
+            )
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        vectors = np.vstack([np.frombuffer(row[3], dtype=np.float32, count=row[2]) for row in rows])
+        return VectorMatrix(ids=ids, vectors=vectors, extractor=rows[0][1])
+
+    def _one(self, where: str, params: tuple) -> Video | None:
+        found = self._many(where, params)
+        return found[0] if found else None
+
+    def _many(self, tail: str, params: tuple) -> list[Video]:
+        query = (
+            "SELECT v.id, v.title, v.source, v.label, v.grp, v.duration, v.content_hash, v.media_path,"
+            " (SELECT group_concat(modality) FROM (SELECT modality FROM vectors WHERE video_id = v.id"
+            " ORDER BY modality)) FROM videos v " + tail
+        )
+        return [
+            Video(
+                id=row[0], title=row[1], source=row[2], label=row[3], group=row[4], duration=row[5],
+                content_hash=row[6], media_path=self.root / row[7],
+                spaces=tuple(row[8].split(",")) if row[8] else (),
+            )
+            for row in self._db.execute(query, params)
+        ]
+
+    # writing -------------------------------------------------------------------------------------------------
+
+    def add(self, new: NewVideo) -> Video:
+        """Store a video: copy its media into the catalog, then write its rows in one transaction.
+
+        Raises
+        ------
+        CatalogError
+            When a vector's extractor differs from the one the catalog already uses for that space.
+        """
+        for space, (extractor, _vector) in new.vectors.items():
+            self.check_extractor(space, extractor)
+        media_path = self._store_media(new.media_file, new.content_hash)
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT INTO videos(content_hash, source, media_path, title, duration, label, grp, added_at,"
+                " thumbnail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (new.content_hash, new.source, media_path.relative_to(self.root).as_posix(), new.title,
+                 new.duration, new.label, new.group, time.time(), new.thumbnail),
+            )
+            video_id = cursor.lastrowid
+            for space, (extractor, vector) in new.vectors.items():
+                vector = np.ascontiguousarray(vector, dtype=np.float32)
+                self._db.execute(
+                    "INSERT INTO vectors(video_id, modality, extractor, dims, vector) VALUES (?, ?, ?, ?, ?)",
+                    (video_id, space, extractor, vector.size, vector.tobytes()),
+                )
+                if self.setting(f"extractor.{space}") is None:
+                    self.set_setting(f"extractor.{space}", extractor)
+            self._db.execute("INSERT OR REPLACE INTO sources(source, video_id) VALUES (?, ?)", (new.source, video_id))
+            self.set_setting(_GENERATION_KEY, str(self.generation() + 1))
+        return self.get(video_id)
+
+    def add_source_alias(self, source: str, video_id: int) -> None:
+        """Remember that ``source`` (another URL or path) has the same content as ``video_id``."""
+        self._db.execute("INSERT OR REPLACE INTO sources(source, video_id) VALUES (?, ?)", (source, video_id))
+
+    def check_extractor(self, space: str, extractor: str) -> None:
+        """Refuse vectors that cannot be compared with the catalog's (another backbone or extractor version)."""
+        stored = self.setting(f"extractor.{space}")
+        if stored is not None and stored != extractor:
+            raise CatalogError(
+                f"{self.root}: this catalog's {space} vectors come from '{stored}', not '{extractor}';"
+                f" use the catalog's settings, or index into a new catalog folder to use '{extractor}'"
+            )
+
+    def _store_media(self, media_file: Path, content_hash: str) -> Path:
+        """Copy a media file to its content-addressed place; the rename makes it appear whole or not at all."""
+        suffix = media_file.suffix.lower() or ".bin"
+        target = self.root / "media" / content_hash[:2] / f"{content_hash}{suffix}"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+            shutil.copyfile(media_file, partial)
+            os.replace(partial, target)
+        return target
+
+    def _transaction(self) -> "_Transaction":
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (the connection runs in autocommit mode)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type | None, *rest: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

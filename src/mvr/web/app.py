@@ -1,0 +1,275 @@
+"""The web service: a REST API over one catalog, and the dashboard page that uses it (``mvr serve``).
+
+Feature extraction takes seconds, so a query is a job: ``POST /api/queries`` answers at once with its id, a bounded
+pool of worker threads runs it (:mod:`mvr.web.jobs`), and the client polls ``GET /api/queries/{id}``. Past the
+queue limit the service answers 503 rather than piling up work.
+
+The network edge is guarded because a URL query makes the server fetch what the client names: only http(s), no
+loopback, private or link-local address unless the operator allows them (:mod:`mvr.ingest.policy`), size and time
+limits on downloads and uploads, and media served only from inside the catalog folder. Every error is JSON
+``{"detail": "<one line>"}`` naming the item and the reason. The service only reads the catalog: ``mvr index``
+builds it, offline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from mvr import __version__
+from mvr.errors import SourceRefusedError
+from mvr.evaluation.report import RESULTS_FILE
+from mvr.index.base import METRICS
+from mvr.ingest.policy import check_url
+from mvr.retrieval.search import SearcherCache
+from mvr.retrieval.targets import default_metrics, search_targets
+from mvr.store import Catalog, Video
+from mvr.web.jobs import QueryJob, QueryRunner, ThreadCatalogs
+from mvr.web.models import (
+    MAX_K,
+    ErrorOut,
+    EvaluationOut,
+    QueryAccepted,
+    QueryOptions,
+    QueryRequest,
+    QueryStatus,
+    ServiceInfo,
+    VideoOut,
+    VideoPage,
+)
+from mvr.web.settings import ServiceSettings
+from mvr.web.uploads import megabytes, safe_filename, store_upload
+
+STATIC_DIR = Path(__file__).with_name("static")
+# Room for the multipart boundaries and the small form fields around an upload's bytes.
+FORM_OVERHEAD_BYTES = 64 * 1024
+# A JSON query is a few fields; anything much larger is not one.
+MAX_JSON_BYTES = 64 * 1024
+
+
+def _one_line(error: ValidationError | RequestValidationError) -> str:
+    """The first validation problem as ``field: reason``."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path"))
+    return f"{where or 'request'}: {first.get('msg', 'invalid')}"
+
+
+def _upload_schema() -> dict:
+    """The multipart form of ``POST /api/queries``, for the OpenAPI document."""
+    schema = QueryOptions.model_json_schema()
+    schema["properties"] = {"file": {"type": "string", "format": "binary", "description": "a video or audio file"},
+                            **schema["properties"]}
+    schema["required"] = ["file"]
+    return schema
+
+
+_QUERY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": QueryRequest.model_json_schema()},
+            "multipart/form-data": {"schema": _upload_schema()},
+        },
+    }
+}
+_ERRORS = {code: {"model": ErrorOut} for code in (400, 403, 404, 411, 413, 415, 422, 503)}
+
+
+def create_app(settings: ServiceSettings) -> FastAPI:
+    """Build the web application over ``settings.catalog``.
+
+    Raises
+    ------
+    CatalogError
+        When the folder holds no catalog.
+    """
+    Catalog.open(settings.catalog, create=False).close()  # fail at start-up, not on the first request
+    catalogs = ThreadCatalogs(Path(settings.catalog))
+    runner = QueryRunner(settings, catalogs, SearcherCache())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        runner.shutdown()
+        catalogs.close()
+
+    # FastAPIOffline serves the Swagger UI and ReDoc assets from its package: /docs works without internet.
+    app = FastAPIOffline(
+        title="mvr", version=__version__, lifespan=lifespan,
+        description="Content-based music video retrieval: recommend catalog videos similar to a video by its"
+                    " sound, its pictures, or both.",
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def one_line_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _one_line(exc)}, status_code=422)
+
+    @app.get("/api/info", response_model=ServiceInfo, tags=["service"])
+    def info() -> ServiceInfo:
+        """The catalog's size and labels, and the search choices."""
+        catalog = catalogs.get()
+        return ServiceInfo(
+            version=__version__, catalog=catalog.root.name, videos=len(catalog), labels=catalog.labels(),
+            modalities=list(search_targets()), metrics=list(METRICS),
+            default_metrics=default_metrics(), max_k=MAX_K, max_upload_bytes=settings.max_upload_bytes,
+        )
+
+    @app.post("/api/queries", status_code=202, response_model=QueryAccepted, responses=_ERRORS,
+              openapi_extra=_QUERY_BODY, tags=["queries"])
+    async def create_query(request: Request) -> QueryAccepted:
+        """Start a query: JSON ``{"url" or "video_id", "modality", "metric", "k"}``, or a multipart upload
+        (``file`` plus the same options as form fields). Follow it at ``GET /api/queries/{id}``."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            job = await _upload_job(request)
+        elif content_type.startswith("application/json"):
+            job = await _json_job(request)
+        else:
+            raise HTTPException(
+                415, f"request: send JSON or a multipart/form-data upload, not '{content_type or 'nothing'}'")
+        runner.submit(job)
+        return QueryAccepted(id=job.id, status="queued", poll=f"/api/queries/{job.id}")
+
+    async def _json_job(request: Request) -> QueryJob:
+        _check_length(request, MAX_JSON_BYTES, "query")
+        try:
+            asked = QueryRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise HTTPException(422, _one_line(exc)) from None
+        metric = asked.metric or default_metrics()[asked.modality]
+        if asked.url is not None:
+            url = asked.url.strip()
+            try:
+                await run_in_threadpool(check_url, url, settings.policy)
+            except SourceRefusedError as exc:
+                raise HTTPException(exc.status, str(exc)) from None
+            return QueryJob(source=url, url=url, cache_key=f"url:{url}", modality=asked.modality, metric=metric,
+                            k=asked.k)
+        video = await run_in_threadpool(_video_or_404, asked.video_id)
+        return QueryJob(source=video.source, path=_media_path(video), cache_key=f"sha256:{video.content_hash}",
+                        modality=asked.modality, metric=metric, k=asked.k)
+
+    async def _upload_job(request: Request) -> QueryJob:
+        # The server refuses a body longer than its Content-Length, so checking the header bounds the upload
+        # before any of it is stored.
+        _check_length(request, settings.max_upload_bytes + FORM_OVERHEAD_BYTES, "upload")
+        runner.check_capacity()
+        async with request.form(max_files=1, max_fields=8) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise HTTPException(400, "upload: no file in the form (send it in the field named 'file')")
+            try:
+                options = QueryOptions.model_validate({key: value for key, value in form.items() if key != "file"})
+            except ValidationError as exc:
+                raise HTTPException(422, _one_line(exc)) from None
+            filename = safe_filename(upload.filename)
+            path, content_hash = await run_in_threadpool(
+                store_upload, upload.file, filename, settings.catalog / "tmp", settings.max_upload_bytes)
+        metric = options.metric or default_metrics()[options.modality]
+        return QueryJob(source=filename, title=path.stem, path=path, upload_dir=path.parent,
+                        cache_key=f"sha256:{content_hash}", modality=options.modality, metric=metric, k=options.k)
+
+    @app.get("/api/queries/{query_id}", response_model=QueryStatus, responses=_ERRORS, tags=["queries"])
+    def query_status(query_id: str) -> QueryStatus:
+        """A query's status and progress; its recommendations once done, its error once failed."""
+        found = runner.status(query_id)
+        if found is None:
+            raise HTTPException(404, f"query {query_id}: unknown (never made, or forgotten since)")
+        return found
+
+    @app.get("/api/videos", response_model=VideoPage, tags=["catalog"])
+    def list_videos(
+        label: str | None = Query(None, description="only videos with this label"),
+        offset: int = Query(0, ge=0),
+        limit: int = Query(48, ge=1, le=500),
+    ) -> VideoPage:
+        """The catalog's videos in id order, a page at a time."""
+        videos = catalogs.get().videos(label=label)
+        return VideoPage(total=len(videos), offset=offset, limit=limit, label=label,
+                         items=[_video_out(video) for video in videos[offset:offset + limit]])
+
+    @app.get("/api/videos/{video_id}", response_model=VideoOut, responses=_ERRORS, tags=["catalog"])
+    def get_video(video_id: int) -> VideoOut:
+        """One catalog video."""
+        return _video_out(_video_or_404(video_id))
+
+    @app.get("/api/videos/{video_id}/thumbnail", response_class=Response, responses=_ERRORS, tags=["catalog"])
+    def thumbnail(video_id: int) -> Response:
+        """The video's thumbnail (JPEG)."""
+        _video_or_404(video_id)
+        jpeg = catalogs.get().thumbnail(video_id)
+        if jpeg is None:
+            raise HTTPException(404, f"video {video_id}: has no thumbnail (no picture stream)")
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/api/videos/{video_id}/media", response_class=FileResponse, responses=_ERRORS, tags=["catalog"])
+    def media_file(video_id: int) -> FileResponse:
+        """The video's media file; answers HTTP range requests, so that a player can seek."""
+        return FileResponse(_media_path(_video_or_404(video_id)))
+
+    @app.get("/api/evaluation", response_model=EvaluationOut, responses=_ERRORS, tags=["catalog"])
+    def evaluation() -> EvaluationOut:
+        """The latest ``mvr evaluate`` results of this catalog."""
+        path = settings.catalog / RESULTS_FILE
+        if not path.is_file():
+            raise HTTPException(404, f"evaluation: no results for this catalog yet (run: mvr evaluate --catalog"
+                               f" {settings.catalog})")
+        try:
+            return EvaluationOut.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError as exc:  # bad JSON, or JSON of another shape (ValidationError is a ValueError)
+            reason = _one_line(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise HTTPException(500, f"{RESULTS_FILE}: not the format mvr evaluate writes ({reason})") from None
+
+    def _video_or_404(video_id: int) -> Video:
+        video = catalogs.get().get(video_id)
+        if video is None:
+            raise HTTPException(404, f"video {video_id}: not in the catalog")
+        return video
+
+    def _media_path(video: Video) -> Path:
+        path = video.media_path.resolve()
+        # The database names the file; a damaged or hand-edited row must not expose anything outside the catalog.
+        if not path.is_relative_to(settings.catalog.resolve()):
+            raise HTTPException(403, f"video {video.id}: its media path lies outside the catalog folder")
+        if not path.is_file():
+            raise HTTPException(404, f"video {video.id}: media file missing from the catalog")
+        return path
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    return app
+
+
+def _check_length(request: Request, limit: int, item: str) -> None:
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit():
+        raise HTTPException(411, f"{item}: send a Content-Length header")
+    if int(length) > limit:
+        raise HTTPException(413, f"{item}: {megabytes(int(length))} is over the limit of {megabytes(limit)}")
+
+
+def _video_out(video: Video) -> VideoOut:
+    return VideoOut(**video.to_dict(), thumbnail_url=f"/api/videos/{video.id}/thumbnail",
+                    media_url=f"/api/videos/{video.id}/media")
+
+
+def serve(settings: ServiceSettings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the service with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")

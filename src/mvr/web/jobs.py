@@ -1,0 +1,243 @@
+"""Query jobs: a bounded pool of worker threads runs them, and keeps their state for polling."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import HTTPException
+
+from mvr import media
+from mvr.errors import MediaError, MvrError
+from mvr.features import Extractor, build_extractors, space_names
+from mvr.retrieval.query import (
+    QueryVectors,
+    fusion_for,
+    query_vectors,
+    recommend_vectors,
+    spaces_of,
+)
+from mvr.retrieval.search import SearcherCache
+from mvr.store import Catalog, catalog_options
+from mvr.web.models import QueryStatus
+from mvr.web.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+class ThreadCatalogs:
+    """One open :class:`Catalog` per thread.
+
+    A catalog's SQLite connection and its cached vector matrices are not meant for concurrent use; a connection
+    per thread needs no lock, and SQLite's WAL mode lets all of them read at once.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[Catalog] = []
+
+    def get(self) -> Catalog:
+        """This thread's catalog, opened on first use."""
+        catalog = getattr(self._local, "catalog", None)
+        if catalog is None:
+            catalog = Catalog.open(self.root, create=False)
+            self._local.catalog = catalog
+            with self._lock:
+                self._opened.append(catalog)
+        return catalog
+
+    def close(self) -> None:
+        """Close every thread's catalog (at shutdown)."""
+        with self._lock:
+            for catalog in self._opened:
+                catalog.close()
+            self._opened.clear()
+
+
+@dataclass
+class QueryJob:
+    """One query and where it stands.
+
+    ``source`` is what the client named (URL, uploaded file name, catalog video) and ``title`` the name to show
+    for a video the catalog does not hold (None: the downloaded one's); ``path`` is the file to read when it is
+    local (an upload, or a catalog video's media), and ``cache_key`` names its content.
+    """
+
+    source: str
+    modality: str
+    metric: str
+    k: int
+    cache_key: str
+    title: str | None = None
+    url: str | None = None
+    path: Path | None = None
+    upload_dir: Path | None = None
+    id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    status: str = "queued"
+    stage: str = "waiting for a free worker"
+    progress: float = 0.0
+    cached: bool = False
+    notes: list[str] = field(default_factory=list)
+    result: dict | None = None
+    error: str | None = None
+    created: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    def snapshot(self) -> QueryStatus:
+        """The job as the API shows it."""
+        return QueryStatus(
+            id=self.id, status=self.status, stage=self.stage, progress=self.progress, source=self.source,
+            modality=self.modality, metric=self.metric, k=self.k, cached=self.cached,
+            elapsed_s=round((self.finished or time.monotonic()) - self.created, 3), notes=list(self.notes),
+            result=self.result, error=self.error,
+        )
+
+    @property
+    def pending(self) -> bool:
+        """Still waiting or running."""
+        return self.status in ("queued", "running")
+
+
+class ServerBusy(HTTPException):
+    """The queue is full."""
+
+    def __init__(self, pending: int) -> None:
+        super().__init__(503, f"server busy: {pending} queries are already waiting or running; try again shortly")
+
+
+class QueryRunner:
+    """Runs query jobs on a bounded pool of worker threads, and keeps their state for polling.
+
+    Parameters
+    ----------
+    settings : ServiceSettings
+        Pool size, queue limit, download limits, cache sizes, run-time settings.
+    catalogs : ThreadCatalogs
+        Where each worker gets its own catalog connection.
+    searchers : SearcherCache
+        The catalog's searchers, shared by every worker.
+    """
+
+    def __init__(self, settings: ServiceSettings, catalogs: ThreadCatalogs, searchers: SearcherCache) -> None:
+        self._settings = settings
+        self._catalogs = catalogs
+        self._searchers = searchers
+        self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="mvr-query")
+        self._lock = threading.Lock()
+        self._jobs: OrderedDict[str, QueryJob] = OrderedDict()
+        self._features: OrderedDict[tuple[str, str], QueryVectors] = OrderedDict()
+        # Built on the first query that extracts, with the catalog's options, and shared by the workers: each
+        # extractor loads its model once.
+        self._extractors: dict[str, Extractor] | None = None
+
+    def check_capacity(self) -> None:
+        """Raise :class:`ServerBusy` when no further query may wait."""
+        with self._lock:
+            self._check_capacity()
+
+    def _check_capacity(self) -> None:
+        pending = sum(job.pending for job in self._jobs.values())
+        if pending >= self._settings.workers + self._settings.queue_limit:
+            raise ServerBusy(pending)
+
+    def submit(self, job: QueryJob) -> None:
+        """Queue ``job``.
+
+        Raises
+        ------
+        ServerBusy
+            When ``workers + queue_limit`` queries are already pending; the job's upload is then removed.
+        """
+        with self._lock:
+            try:
+                self._check_capacity()
+            except ServerBusy:
+                media.remove_temp_folder(job.upload_dir)
+                raise
+            self._jobs[job.id] = job
+            self._forget_finished()
+        self._pool.submit(self._run, job)
+
+    def status(self, job_id: str) -> QueryStatus | None:
+        """The job's state, or None for an unknown (or long forgotten) id."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return job.snapshot() if job else None
+
+    def shutdown(self) -> None:
+        """Drop the queued jobs and wait for the running ones."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _forget_finished(self) -> None:
+        finished = [job_id for job_id, job in self._jobs.items() if not job.pending]
+        for job_id in finished[: max(0, len(self._jobs) - self._settings.keep_queries)]:
+            del self._jobs[job_id]
+
+    def _update(self, job: QueryJob, **changes: object) -> None:
+        with self._lock:
+            for name, value in changes.items():
+                setattr(job, name, value)
+
+    def _run(self, job: QueryJob) -> None:
+        try:
+            catalog = self._catalogs.get()
+            self._update(job, status="running", stage="preparing", progress=0.05)
+            fusion = fusion_for(job.modality)
+            spaces = spaces_of(job.modality, fusion)
+            pool = self._searchers.pool(catalog, spaces)  # an empty catalog fails before any download
+            features = self._query_features(catalog, job, spaces)
+            self._update(job, stage="ranking", progress=0.9)
+            # The cache is shared by every query of the same content: the names this client used are the job's.
+            description = {**features.description, "source": job.source}
+            if description["id"] is None and job.title:
+                description["title"] = job.title
+            found = recommend_vectors(catalog, pool, QueryVectors(description, features.vectors, features.notes),
+                                      job.modality, job.metric, fusion=fusion, k=job.k, searchers=self._searchers)
+            self._update(job, status="done", stage="done", progress=1.0, result=found.to_dict(),
+                         notes=found.notes)
+        except MediaError as exc:
+            # The reason is about this query's source, whatever temporary path the extractor saw.
+            self._update(job, status="failed", stage="failed", error=f"{job.source}: {exc.reason}")
+        except MvrError as exc:
+            self._update(job, status="failed", stage="failed", error=str(exc))
+        except Exception as exc:  # a worker must always settle its job, or the client would poll forever
+            logger.exception("query %s (%s) failed", job.id, job.source)
+            self._update(job, status="failed", stage="failed",
+                         error=f"{job.source}: internal error ({type(exc).__name__}: {exc})")
+        finally:
+            media.remove_temp_folder(job.upload_dir)
+            self._update(job, finished=time.monotonic())
+
+    def _query_features(self, catalog: Catalog, job: QueryJob, spaces: tuple[str, ...]) -> QueryVectors:
+        key = (job.cache_key, job.modality)
+        with self._lock:
+            cached = self._features.get(key)
+            if cached is not None:
+                self._features.move_to_end(key)
+                job.cached = True
+                return cached
+        stages = {"downloading": 0.1, "extracting features": 0.3}
+        found = query_vectors(
+            catalog, job.url if job.url is not None else str(job.path), spaces,
+            extractors=self._extractors_for(catalog), runtime=self._settings.runtime, policy=self._settings.policy,
+            on_stage=lambda stage: self._update(job, stage=stage, progress=stages[stage]),
+        )
+        with self._lock:
+            self._features[key] = found
+            while len(self._features) > self._settings.feature_cache_size:
+                self._features.popitem(last=False)
+        return found
+
+    def _extractors_for(self, catalog: Catalog) -> dict[str, Extractor]:
+        with self._lock:
+            if self._extractors is None:
+                options = catalog_options(catalog, space_names())
+                self._extractors = build_extractors(options, self._settings.runtime)
+            return self._extractors

@@ -1,0 +1,167 @@
+"""The REST API's typed models: requests, answers and errors, with the choices read from the registries."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mvr.index.base import METRICS
+from mvr.retrieval.targets import search_targets
+
+MAX_K = 50
+
+QueryState = Literal["queued", "running", "done", "failed"]
+# Literal over the registries' tuples keeps the accepted values and the OpenAPI enums in step with mvr's.
+Modality = Literal[search_targets()]  # type: ignore[valid-type]
+Metric = Literal[METRICS]  # type: ignore[valid-type]
+
+
+class QueryOptions(BaseModel):
+    """How to search: the modality, the distance metric and how many results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    modality: Modality = Field("audio", description="audio, visual, or fused (the multimodal search)")
+    metric: Metric | None = Field(None, description="distance metric; by default the modality's own")
+    k: int = Field(5, ge=1, le=MAX_K, description="how many recommendations")
+
+
+class QueryRequest(QueryOptions):
+    """A query by URL, or by a video of the catalog; a file is sent as a multipart upload instead."""
+
+    url: str | None = Field(None, description="http(s) URL: YouTube, any site yt-dlp knows, or a direct media link")
+    video_id: int | None = Field(None, description="a catalog video whose neighbours to find")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "QueryRequest":
+        if (self.url is None) == (self.video_id is None):
+            raise ValueError("give either url or video_id")
+        return self
+
+
+class QueryAccepted(BaseModel):
+    """A query taken into the queue."""
+
+    id: str
+    status: QueryState
+    poll: str = Field(description="where to follow it")
+
+
+class QueryDescription(BaseModel):
+    """What was asked: the source as the client named it, its title, and its catalog id and label if indexed."""
+
+    source: str
+    title: str
+    id: int | None
+    label: str | None
+
+
+class MatchOut(BaseModel):
+    """One recommended video (the fields of ``mvr query --json``)."""
+
+    rank: int
+    id: int
+    title: str
+    label: str | None
+    source: str
+    distance: float
+
+
+class RecommendationOut(BaseModel):
+    """The answer to a query (the JSON of ``mvr query --json``)."""
+
+    query: QueryDescription
+    modality: Modality
+    metric: Metric
+    results: list[MatchOut]
+
+
+class QueryStatus(BaseModel):
+    """Where a query stands; ``result`` once done, ``error`` once failed."""
+
+    id: str
+    status: QueryState
+    stage: str
+    progress: float = Field(ge=0.0, le=1.0)
+    source: str
+    modality: Modality
+    metric: Metric
+    k: int
+    cached: bool = Field(description="the query's features came from the cache")
+    elapsed_s: float
+    notes: list[str]
+    result: RecommendationOut | None
+    error: str | None
+
+
+class VideoOut(BaseModel):
+    """A catalog video, with the addresses of its thumbnail and media."""
+
+    id: int
+    title: str
+    source: str
+    label: str | None
+    group: str | None
+    duration: float
+    content_hash: str
+    modalities: list[str]
+    thumbnail_url: str
+    media_url: str
+
+
+class VideoPage(BaseModel):
+    """One page of the catalog's videos."""
+
+    total: int
+    offset: int
+    limit: int
+    label: str | None
+    items: list[VideoOut]
+
+
+class ServiceInfo(BaseModel):
+    """What the page needs to know about this service and its catalog."""
+
+    version: str
+    catalog: str
+    videos: int
+    labels: list[str]
+    modalities: list[str]
+    metrics: list[str]
+    default_metrics: dict[str, str]
+    max_k: int
+    max_upload_bytes: int
+
+
+class EvaluationRow(BaseModel):
+    """Precision of one method, modality and metric (see :mod:`mvr.evaluation`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    method: str = Field("mvr", description="mvr, or study: the study's own method measured on the same data")
+    modality: str
+    metric: str
+    precision: float | None = Field(description="precision@k; null when degenerate")
+    map: float | None = Field(None, description="mean average precision")
+    queries: int | None = None
+    degenerate: bool = Field(False, description="the metric tied every candidate of every query")
+    labels: dict[str, float | None] | None = Field(None, description="precision@k of each label's queries")
+
+
+class EvaluationOut(BaseModel):
+    """The latest ``mvr evaluate`` results of the catalog (``DIR/evaluation.json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    k: int
+    protocol: str
+    created: str | None = Field(None, description="when the evaluation ran (UTC, ISO 8601)")
+    videos: int | None = Field(None, description="videos in the catalog at the time")
+    results: list[EvaluationRow]
+
+
+class ErrorOut(BaseModel):
+    """Every error: one line naming the item and the reason."""
+
+    detail: str
