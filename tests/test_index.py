@@ -9,8 +9,8 @@ from mvr.index.base import top_k
 from mvr.index.build import build_searcher
 from mvr.index.compact import MIN_ROWS, CompactSearcher
 from mvr.index.exact import ExactSearcher
-from mvr.retrieval.fusion import Fusion, Pool
 from mvr.retrieval import search
+from mvr.retrieval.fusion import Fusion, Pool
 from mvr.retrieval.search import rank
 
 ROWS = MIN_ROWS

@@ -287,7 +287,7 @@ def test_downloads_over_the_size_limit_fail(catalog_dir: Path, served, music_vid
         url = f"{base}/{held_out(music_videos)[0].name}"
         status = wait_for(small, small.post("/api/queries", json={"url": url}).json()["id"])
     assert status["status"] == "failed" and status["error"].startswith(f"{url}: ")
-    assert "too large" in status["error"]
+    assert "download larger than the limit of 10000 bytes" in status["error"]
     assert not list((catalog_dir / "tmp").glob("download-*"))
 
 

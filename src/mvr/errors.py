@@ -30,14 +30,3 @@ class DegenerateMetricError(MvrError):
 
 class UsageError(MvrError):
     """The user asked for something that does not exist or does not fit (an unknown metric, space or protocol)."""
-
-
-class SourceRefusedError(MvrError):
-    """A source the policy does not fetch: not http(s), malformed, or an address the service does not reach.
-
-    ``status`` is the HTTP status the web service answers with (400 for a bad URL, 403 for a refused address).
-    """
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status

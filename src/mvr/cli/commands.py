@@ -20,6 +20,7 @@ from mvr.cli.parser import build_parser
 from mvr.config import RuntimeSettings, prepare_process_environment
 from mvr.errors import MvrError, UsageError
 from mvr.features import SpaceOptions, VisualSettings
+from mvr.ingest.policy import MIB, SourcePolicy
 from mvr.presets import Preset, get_preset
 
 EXIT_FAILED = 1
@@ -68,6 +69,11 @@ def _requested_options(args: argparse.Namespace) -> dict[str, SpaceOptions] | No
     return options
 
 
+def _policy(args: argparse.Namespace) -> SourcePolicy:
+    """The command line fetches for its user on the user's machine: local and private addresses too."""
+    return SourcePolicy(allow_private=True, max_bytes=args.max_download_mb * MIB, deadline_s=args.download_deadline)
+
+
 def run_index(args: argparse.Namespace) -> int:
     """``mvr index``: add sources to the catalog, one line per item, a summary at the end."""
     from mvr.ingest.pipeline import index_sources
@@ -84,7 +90,8 @@ def run_index(args: argparse.Namespace) -> int:
 
     with Catalog.open(args.catalog) as catalog:
         report = index_sources(catalog, args.sources, label=args.label, options=_requested_options(args),
-                               on_outcome=show, jobs=args.jobs, engine=args.engine, runtime=args.runtime)
+                               on_outcome=show, jobs=args.jobs, engine=args.engine, runtime=args.runtime,
+                               policy=_policy(args))
         if not report.outcomes:
             raise UsageError(f"{' '.join(args.sources)}: no media files found (looked for "
                              "video and audio files, CSV and JSON manifests)")
@@ -102,7 +109,8 @@ def run_query(args: argparse.Namespace) -> int:
     with Catalog.open(args.catalog, create=False) as catalog:
         found = recommend(catalog, args.source, modality=args.modality,
                           metric=args.metric or preset.metrics[args.modality], k=args.k,
-                          options=_requested_options(args), fusion=fusion, exact=args.exact, runtime=args.runtime)
+                          options=_requested_options(args), fusion=fusion, exact=args.exact, runtime=args.runtime,
+                          policy=_policy(args))
     for note in found.notes:
         print(_one_line(f"note: {note}"), file=sys.stderr)
     if args.json:
@@ -158,7 +166,6 @@ def run_features(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     """``mvr serve``: the dashboard and REST API, until interrupted."""
     try:
-        from mvr.ingest.policy import MIB
         from mvr.web import ServiceSettings, serve
     except ImportError as exc:
         raise MvrError(f"mvr serve needs the web extra ({exc}); install it with: pip install 'mvr[web]'") from None

@@ -40,6 +40,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
                        help="videos processed at once, each in its own worker process (default 1)")
     index.add_argument("--engine", choices=tuple(EXECUTORS), default="local",
                        help="where the work runs (default local: this machine)")
+    _download_options(index)
     index.set_defaults(run=commands["index"])
 
     targets = search_targets()
@@ -58,6 +59,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     query.add_argument("-k", type=_positive_int, default=5, help="how many recommendations (default 5)")
     query.add_argument("--json", action="store_true", help="print JSON")
     _visual_options(query)
+    _download_options(query)
     query.set_defaults(run=commands["query"])
 
     listing = verbs.add_parser("list", help="list the catalog's videos")
@@ -138,6 +140,13 @@ def _visual_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--weights", type=Path, default=None, help="the backbone's weights file")
     sub.add_argument("--max-keyframes", type=int, default=None,
                      help=f"keyframes per video, spread evenly (default {DEFAULT_MAX_KEYFRAMES}; 0 = all)")
+
+
+def _download_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--max-download-mb", type=_positive_int, default=1024,
+                     help="largest download of a URL, every hop included (default 1024)")
+    sub.add_argument("--download-deadline", type=_positive_int, default=600, metavar="SECONDS",
+                     help="longest a URL's download may take in all (default 600)")
 
 
 def _positive_int(text: str) -> int:

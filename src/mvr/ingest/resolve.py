@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mvr import media
-from mvr.ingest.policy import SourcePolicy, check_url
+from mvr.ingest.download import download_to_temp
+from mvr.ingest.policy import SourcePolicy
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,13 @@ def resolve(source: str, *, policy: SourcePolicy, tmp_dir: Path) -> ResolvedMedi
     Raises
     ------
     MediaError
-        When the source cannot be read, downloaded or decoded.
-    SourceRefusedError
-        When the policy refuses the URL (its scheme or address).
+        When the source cannot be read, downloaded or decoded; :class:`~mvr.ingest.policy.BadURL` and
+        :class:`~mvr.ingest.policy.AddressRefused` (both MediaErrors) when the policy refuses a URL.
     """
     temp_dir = None
     try:
         if media.is_url(source):
-            check_url(source, policy)
-            path, title, temp_dir = media.download_to_temp(source, tmp_dir, max_bytes=policy.max_bytes,
-                                                           timeout_s=policy.timeout_s)
+            path, title, temp_dir = download_to_temp(source, tmp_dir, policy=policy)
         else:
             path, title = Path(source), None
         info = media.probe(path)  # the clear error for a missing or non-media file comes before hashing

@@ -1,5 +1,5 @@
-"""Media access: probing and decoding with ffmpeg (:mod:`mvr.media.decode`), downloads with yt-dlp
-(:mod:`mvr.media.download`)."""
+"""Media access: probing and decoding with ffmpeg (:mod:`mvr.media.decode`), URLs and temporary folders
+(:mod:`mvr.media.paths`). Downloads, held to the URL policy, are :mod:`mvr.ingest.download`'s."""
 
 from mvr.media.decode import (
     DecodedAudio,
@@ -11,9 +11,9 @@ from mvr.media.decode import (
     require_ffmpeg,
     thumbnail_jpeg,
 )
-from mvr.media.download import download, download_to_temp, is_url, remove_temp_folder
+from mvr.media.paths import is_url, remove_temp_folder
 
 __all__ = [
-    "DecodedAudio", "MediaInfo", "decode_audio", "download", "download_to_temp", "file_sha256", "is_url",
-    "open_audio", "probe", "remove_temp_folder", "require_ffmpeg", "thumbnail_jpeg",
+    "DecodedAudio", "MediaInfo", "decode_audio", "file_sha256", "is_url", "open_audio", "probe",
+    "remove_temp_folder", "require_ffmpeg", "thumbnail_jpeg",
 ]

@@ -28,10 +28,9 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from mvr import __version__
-from mvr.errors import SourceRefusedError
 from mvr.evaluation.report import RESULTS_FILE
 from mvr.index.base import METRICS
-from mvr.ingest.policy import check_url
+from mvr.ingest.policy import AddressRefused, BadURL, check_url
 from mvr.retrieval.search import SearcherCache
 from mvr.retrieval.targets import default_metrics, search_targets
 from mvr.store import Catalog, Video
@@ -152,8 +151,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             url = asked.url.strip()
             try:
                 await run_in_threadpool(check_url, url, settings.policy)
-            except SourceRefusedError as exc:
-                raise HTTPException(exc.status, str(exc)) from None
+            except BadURL as exc:
+                raise HTTPException(400, str(exc)) from None
+            except AddressRefused as exc:
+                raise HTTPException(403, str(exc)) from None
             return QueryJob(source=url, url=url, cache_key=f"url:{url}", modality=asked.modality, metric=metric,
                             k=asked.k)
         video = await run_in_threadpool(_video_or_404, asked.video_id)

@@ -25,8 +25,8 @@ class ServiceSettings:
         Queries that may wait for a worker; past ``workers + queue_limit`` pending ones the service answers 503.
     max_upload_bytes, max_download_bytes : int
         Largest uploaded file and largest download a URL query may fetch.
-    download_timeout_s : float
-        Network timeout of a download (yt-dlp's socket timeout).
+    download_deadline_s : float
+        Wall time one URL query's download may take in all, every hop included.
     runtime : RuntimeSettings
         Threads, CNN runtime and cache folder, read once at start-up.
     keep_queries : int
@@ -41,7 +41,7 @@ class ServiceSettings:
     queue_limit: int = 8
     max_upload_bytes: int = 512 * MIB
     max_download_bytes: int = 512 * MIB
-    download_timeout_s: float = 60.0
+    download_deadline_s: float = 300.0
     keep_queries: int = 256
     feature_cache_size: int = 64
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
@@ -50,4 +50,4 @@ class ServiceSettings:
     def policy(self) -> SourcePolicy:
         """The policy every URL query is fetched under."""
         return SourcePolicy(allow_private=self.allow_private_urls, max_bytes=self.max_download_bytes,
-                            timeout_s=self.download_timeout_s)
+                            deadline_s=self.download_deadline_s)
