@@ -33,13 +33,13 @@ def catalog(music_videos, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_index_stores_every_video_with_both_modalities(catalog: Path, music_videos, capsys) -> None:
+def test_index_stores_every_video_in_every_space(catalog: Path, music_videos, capsys) -> None:
     code, out, _ = run_cli(capsys, "list", "--catalog", catalog, "--json")
     assert code == 0
     listed = json.loads(out)
     assert len(listed) == len(music_videos.paths)
     assert {item["label"] for item in listed} == set(music_videos.labels.values())
-    assert all(item["modalities"] == ["audio", "visual"] for item in listed)
+    assert all(item["modalities"] == ["audio", "musicnn", "visual"] for item in listed)
     assert all(item["group"] for item in listed)
     media = list((catalog / "media").rglob("*.mp4"))
     assert len(media) == len(music_videos.paths)  # the catalog holds its own copy of the media
@@ -132,8 +132,9 @@ def test_partial_modalities_are_kept_and_said(bad_media, tmp_path: Path, capsys)
     assert "audio skipped: audio too short: 0.5" in err
     listed = {item["title"]: item["modalities"] for item in json.loads(run_cli(capsys, "list", "--catalog",
                                                                                 catalog, "--json")[1])}
-    assert listed == {"no_audio": ["visual"], "audio_only": ["audio"], "too_short": ["visual"],
-                      "cover_art": ["audio"]}
+    assert "musicnn skipped: audio too short for musicnn" in err
+    assert listed == {"no_audio": ["visual"], "audio_only": ["audio", "musicnn"], "too_short": ["visual"],
+                      "cover_art": ["audio", "musicnn"]}
 
 
 @pytest.mark.parametrize("name,reason", [("missing", "no such file"), ("not_media", "not a media file"),

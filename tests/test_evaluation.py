@@ -17,10 +17,10 @@ from mvr.evaluation.report import RESULTS_FILE, metric_table
 from mvr.evaluation.run import evaluate
 from mvr.evaluation.scoring import excluded_pairs, score_rankings
 from mvr.index.base import METRICS
-from mvr.retrieval.targets import search_targets
 from mvr.store import Catalog, NewVideo
 
-SEARCH_MODALITIES = search_targets()
+# The toy catalogs hold the study's two spaces: evaluation scores what a catalog holds.
+SEARCH_MODALITIES = ("audio", "visual", "fused")
 
 NAN = np.nan
 
@@ -119,6 +119,7 @@ def toy_catalog(folder: Path, songs: int) -> Path:
 def test_evaluate_scores_every_method_modality_and_metric(tmp_path: Path) -> None:
     with Catalog.open(toy_catalog(tmp_path / "cat", songs=2), create=False) as catalog:
         found = evaluate(catalog, k=2)
+    assert found.modalities == list(SEARCH_MODALITIES)
     assert len(found.results) == 2 * len(SEARCH_MODALITIES) * len(METRICS)
     audio = found.result("mvr", "audio", "euclidean")
     # 12 queries; each has 2 same-label candidates outside its own song, out of 10 candidates.
@@ -170,7 +171,10 @@ def test_mvr_evaluate_on_real_music_videos(music_videos, tmp_path: Path, capsys)
     assert found["k"] == 2 and found["protocol"] == "loo"
     assert json.loads((catalog / RESULTS_FILE).read_text()) == found  # kept for the dashboard
     results = {(r["method"], r["modality"], r["metric"]): r for r in found["results"]}
-    assert set(results) == {(m, mod, met) for m in ("mvr", "study") for mod in SEARCH_MODALITIES for met in METRICS}
+    # mvr searches every space the catalog holds; the study's method, the study's two.
+    every = ("audio", "musicnn", "visual", "fused")
+    assert set(results) == ({("mvr", mod, met) for mod in every for met in METRICS}
+                            | {("study", mod, met) for mod in SEARCH_MODALITIES for met in METRICS})
     for result in results.values():
         assert set(result) >= {"modality", "metric", "precision", "map", "queries", "degenerate"}
         assert result["queries"] == 8
@@ -180,7 +184,7 @@ def test_mvr_evaluate_on_real_music_videos(music_videos, tmp_path: Path, capsys)
     with open(table, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(results) and {"precision_orchestral", "precision_industrial"} <= set(rows[0])
-    assert sorted(p.name for p in plots.iterdir()) == ["loo-audio.png", "loo-fused.png", "loo-visual.png"]
+    assert sorted(p.name for p in plots.iterdir()) == [f"loo-{m}.png" for m in ("audio", "fused", "musicnn", "visual")]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in plots.iterdir())
     assert main(["evaluate", "--catalog", str(catalog)]) == 0
     out = capsys.readouterr().out

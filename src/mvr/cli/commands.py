@@ -76,7 +76,7 @@ def _policy(args: argparse.Namespace) -> SourcePolicy:
 
 def run_index(args: argparse.Namespace) -> int:
     """``mvr index``: add sources to the catalog, one line per item, a summary at the end."""
-    from mvr.ingest.pipeline import index_sources
+    from mvr.ingest.pipeline import index_sources, update_spaces
     from mvr.ingest.sources import Outcome
     from mvr.store import Catalog
 
@@ -88,15 +88,24 @@ def run_index(args: argparse.Namespace) -> int:
             note = f" ({outcome.reason})" if outcome.reason else ""
             print(_one_line(f"{outcome.status:<8} {where}{note}"), file=sys.stderr)
 
+    if not args.sources and not args.update:
+        raise UsageError("index: give at least one SOURCE, or --update")
+    spaces = _preset(args).spaces if args.preset else None
     with Catalog.open(args.catalog) as catalog:
-        report = index_sources(catalog, args.sources, label=args.label, options=_requested_options(args),
-                               on_outcome=show, jobs=args.jobs, engine=args.engine, runtime=args.runtime,
-                               policy=_policy(args))
-        if not report.outcomes:
-            raise UsageError(f"{' '.join(args.sources)}: no media files found (looked for "
-                             "video and audio files, CSV and JSON manifests)")
-        print(f"{report.summary()}; the catalog holds {len(catalog)} videos")
-    return EXIT_FAILED if report.count("failed") else 0
+        reports = []
+        if args.sources:
+            reports.append(index_sources(catalog, args.sources, label=args.label, options=_requested_options(args),
+                                         spaces=spaces, on_outcome=show, jobs=args.jobs, engine=args.engine,
+                                         runtime=args.runtime, policy=_policy(args)))
+            if not reports[0].outcomes:
+                raise UsageError(f"{' '.join(args.sources)}: no media files found (looked for "
+                                 "video and audio files, CSV and JSON manifests)")
+        if args.update:
+            reports.append(update_spaces(catalog, spaces=spaces, options=_requested_options(args), on_outcome=show,
+                                         runtime=args.runtime))
+        for report in reports:
+            print(f"{report.summary()}; the catalog holds {len(catalog)} videos")
+    return EXIT_FAILED if any(report.count("failed") for report in reports) else 0
 
 
 def run_query(args: argparse.Namespace) -> int:

@@ -30,8 +30,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     index = verbs.add_parser("index", help="add videos (files, folders, URLs, manifests) to a catalog")
-    index.add_argument("sources", nargs="+", metavar="SOURCE",
+    index.add_argument("sources", nargs="*", metavar="SOURCE",
                        help="video file, folder, http(s) URL, CSV manifest or the study's JSON manifest")
+    index.add_argument("--update", action="store_true",
+                       help="also compute the feature spaces the catalog's videos lack, from the media it holds")
     _catalog_option(index)
     index.add_argument("--label", help="label for items that have none from a manifest")
     _visual_options(index)

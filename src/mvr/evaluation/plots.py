@@ -11,7 +11,6 @@ from mvr.evaluation.protocols import PROTOCOL_NAMES
 from mvr.evaluation.report import column_name
 from mvr.evaluation.run import METHODS, Evaluation
 from mvr.index.base import METRICS
-from mvr.retrieval.targets import search_targets
 
 
 def plot(evaluation: Evaluation, folder: Path) -> list[Path]:
@@ -35,7 +34,7 @@ def plot(evaluation: Evaluation, folder: Path) -> list[Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for modality in search_targets():
+    for modality in evaluation.modalities:
         methods = list(METHODS) if modality == "fused" else ["mvr"]
         figure, axes = pyplot.subplots(figsize=(7.5, 3.4), dpi=80)
         width = 0.8 / len(methods)
@@ -48,7 +47,7 @@ def plot(evaluation: Evaluation, folder: Path) -> list[Path]:
             for bar, result in zip(bars, found, strict=True):
                 # A fused bar is one method's; a single-modality bar stands for both methods.
                 chosen = [name for name in ((method,) if modality == "fused" else METHODS)
-                          if METHODS[name].metrics[modality] == result.metric]
+                          if METHODS[name].metrics.get(modality) == result.metric]
                 text = "\n".join(["tie" if result.degenerate else f"{result.precision:.2f}", *chosen])
                 axes.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                               va="bottom", fontsize=6, fontweight="bold" if chosen else "normal")

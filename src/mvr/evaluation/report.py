@@ -11,7 +11,7 @@ from mvr.evaluation.protocols import PROTOCOL_NAMES
 from mvr.evaluation.run import METHODS, Evaluation
 from mvr.evaluation.scoring import Result
 from mvr.index.base import METRICS
-from mvr.retrieval.targets import FUSED, search_targets
+from mvr.retrieval.targets import FUSED
 
 RESULTS_FILE = "evaluation.json"
 def save(evaluation: Evaluation, folder: Path) -> Path:
@@ -54,14 +54,15 @@ def metric_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
     ``tie`` marks a degenerate metric; ``*`` mvr's default, ``s`` the study's choice. Audio and visual have one
     column (both methods rank the same vectors), fused one per method.
     """
-    columns = [("mvr", m) for m in search_targets()] + [("study", FUSED)]
+    columns = [("mvr", m) for m in evaluation.modalities] + [("study", FUSED)]
     header = ["metric"] + [column_name(method, modality) for method, modality in columns]
     rows = []
     for metric in METRICS:
         cells = [metric]
         for method, modality in columns:
             marks = "".join(mark for name, mark in (("mvr", "*"), ("study", "s"))
-                            if METHODS[name].metrics[modality] == metric and (modality != "fused" or name == method))
+                            if METHODS[name].metrics.get(modality) == metric
+                            and (modality != "fused" or name == method))
             cells.append(f"{_score(evaluation.result(method, modality, metric))} {marks}".rstrip())
         rows.append(cells)
     rows.append(["(chance)"] + [f"{evaluation.result(method, m).chance:.2f}" for method, m in columns])
@@ -72,7 +73,7 @@ def summary_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
     """``(header, rows)``: each modality searched mvr's way and the study's way, side by side."""
     header = ["modality", "mvr", "the study's method"]
     return header, [[modality] + [_described(evaluation.result(method, modality)) for method in METHODS]
-                    for modality in search_targets()]
+                    for modality in evaluation.modalities]
 
 
 def column_name(method: str, modality: str) -> str:
@@ -86,7 +87,9 @@ def _score(result: Result) -> str:
     return "tie" if result.degenerate else f"{result.precision:.3f} / {result.map:.3f}"
 
 
-def _described(result: Result) -> str:
+def _described(result: Result | None) -> str:
+    if result is None:
+        return "-"  # the method does not search this space
     fusion = f" {METHODS[result.method].fusion}" if result.modality == "fused" else ""
     return f"{result.metric}{fusion}: {_score(result)}"
 

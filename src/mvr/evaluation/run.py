@@ -81,10 +81,17 @@ class Evaluation:
     results: list[Result]
     queries: str | None = None
 
-    def result(self, method: str, modality: str, metric: str | None = None) -> Result:
-        """One result; ``metric`` defaults to the method's own choice for the modality."""
-        metric = metric or METHODS[method].metrics[modality]
-        return next(r for r in self.results if (r.method, r.modality, r.metric) == (method, modality, metric))
+    def result(self, method: str, modality: str, metric: str | None = None) -> Result | None:
+        """One result; ``metric`` defaults to the method's own choice for the modality. None when the method did
+        not search that modality (the study's method knows only the study's spaces)."""
+        metric = metric or METHODS[method].metrics.get(modality)
+        return next((r for r in self.results if (r.method, r.modality, r.metric) == (method, modality, metric)),
+                    None)
+
+    @property
+    def modalities(self) -> list[str]:
+        """The search targets scored, in the registry's order."""
+        return list(dict.fromkeys(result.modality for result in self.results))
 
     def to_dict(self) -> dict:
         """The JSON of ``mvr evaluate --json`` and of ``DIR/evaluation.json``."""
@@ -139,12 +146,16 @@ def evaluate(
         _check_extractors(catalog, queries)
         query_videos = {video.id: video for video in queries.videos()}
     searchers = SearcherCache()
+    held = set(catalog.spaces())
     results = []
     for modality in search_targets():
         # Both methods search the same raw vectors of one space; they differ only in how they fuse them.
         scored: dict[str, list[Result]] = {}
         for name, method in METHODS.items():
             fusion = fusion_for(modality, method.fusion)
+            needed = set(spaces_of(modality, fusion))
+            if not needed <= held or (method.spaces is not None and not needed <= set(method.spaces)):
+                continue  # a space the catalog lacks, or one the method does not know (the study's has two)
             kind = fusion.method if fusion is not None else "single"
             if kind not in scored:
                 spaces = spaces_of(modality, fusion)

@@ -1,4 +1,5 @@
-"""The registry of feature spaces: ``audio`` (pyAudioAnalysis' statistics) and ``visual`` (a CNN over keyframes).
+"""The registry of feature spaces: ``audio`` (pyAudioAnalysis' statistics), ``musicnn`` (a learned audio embedding)
+and ``visual`` (a CNN over keyframes).
 
 Every layer (the catalog, search, the command line, the API and the page) lists the spaces from :data:`SPACES`;
 a new space is one more entry here (``docs/architecture.md``).
@@ -6,6 +7,7 @@ a new space is one more entry here (``docs/architecture.md``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 
 from mvr.config import RuntimeSettings
 from mvr.errors import UsageError
-from mvr.features import cnn, pyaudioanalysis
+from mvr.features import cnn, musicnn, pyaudioanalysis
 from mvr.features.base import FeatureGroup, FeatureSpace
 from mvr.features.runtime import CnnModel
 from mvr.media import MediaInfo
@@ -70,6 +72,79 @@ class AudioExtractor:
 
     def load(self) -> None:
         """Nothing to load: the features are computed from the samples alone."""
+
+
+# musicnn ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MusicnnOptions:
+    """Which musicnn network and layer embed the audio (:data:`mvr.features.musicnn.MODELS`)."""
+
+    model: str = musicnn.DEFAULT_MODEL
+    layer: str | None = None  # the model's own default layer
+
+    @property
+    def chosen_layer(self) -> str:
+        """The layer, the model's default when none is named."""
+        return self.layer or musicnn.MODELS[self.model].default_layer
+
+    def to_catalog(self) -> dict[str, str]:
+        """The model and layer; the weights' checksum is in the extractor string."""
+        return {"model": self.model, "layer": self.chosen_layer}
+
+    def describe(self) -> str:
+        """``musicnn MSD_musicnn/penultimate``."""
+        return f"musicnn {self.model}/{self.chosen_layer}"
+
+
+def _musicnn_from_catalog(stored: Mapping[str, str]) -> MusicnnOptions | None:
+    if "model" not in stored:
+        return None
+    return MusicnnOptions(model=stored["model"], layer=stored.get("layer") or None)
+
+
+class MusicnnExtractor:
+    """A MusiCNN tagger's embedding of the 3 s patches, mean over the file (:mod:`mvr.features.musicnn`).
+
+    The network (and, the first time on a machine, the wheel that carries its weights) loads on first use; the
+    extractor string names the weights' checksum, so it is known only once they are read.
+    """
+
+    space = "musicnn"
+    stream = "audio"
+
+    def __init__(self, options: MusicnnOptions, runtime: RuntimeSettings) -> None:
+        if options.model not in musicnn.MODELS:
+            raise UsageError(f"unknown musicnn model {options.model!r}; choose one of {', '.join(musicnn.MODELS)}")
+        self.options = options
+        self.dims = musicnn.MODELS[options.model].layers[options.chosen_layer]
+        self.groups = (FeatureGroup("learned embedding", np.arange(self.dims, dtype=np.int64)),)
+        self._runtime = runtime
+        self._model: musicnn.MusicnnModel | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> musicnn.MusicnnModel:
+        """The network on ONNX Runtime, loaded once (every thread shares it)."""
+        with self._lock:
+            if self._model is None:
+                self._model = musicnn.load_model(self.options.model, cache_dir=self._runtime.cache_dir,
+                                                 layer=self.options.chosen_layer, threads=self._runtime.threads)
+            return self._model
+
+    @property
+    def extractor(self) -> str:
+        """Model, layer, pooling and the weights' checksum."""
+        return self.model.extractor
+
+    def extract(self, path: Path, *, info: MediaInfo, threads: int) -> np.ndarray:
+        """The file's embedding (the network keeps the threads it was loaded with)."""
+        return musicnn.musicnn_vector(path, model=self.model, info=info)
+
+    def load(self) -> None:
+        """Fetch and convert the weights if needed, and open the network."""
+        self.model
 
 
 # visual -----------------------------------------------------------------------------------------------------------
@@ -147,6 +222,11 @@ SPACES: dict[str, FeatureSpace] = {
             name="audio", summary="pyAudioAnalysis' 136 features, as the study", stream="audio",
             default_options=AudioOptions(), options_from_catalog=lambda stored: AudioOptions(),
             make_extractor=lambda options, runtime: AudioExtractor(), default_metric="braycurtis",
+        ),
+        FeatureSpace(
+            name="musicnn", summary="MusiCNN's learned embedding of the music (MSD-trained tagger)", stream="audio",
+            default_options=MusicnnOptions(), options_from_catalog=_musicnn_from_catalog,
+            make_extractor=lambda options, runtime: MusicnnExtractor(options, runtime), default_metric="cosine",
         ),
         FeatureSpace(
             name="visual", summary="a CNN over the keyframes, mean and spread", stream="video",

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from mvr.config import RuntimeSettings
-from mvr.errors import CatalogError, UsageError
-from mvr.features import SpaceOptions, space_names
+from mvr.errors import CatalogError, MediaError, UsageError
+from mvr.features import SpaceOptions, build_extractors, extract_features, space_names
 from mvr.ingest.executors import EXECUTORS, IngestExecutor
 from mvr.ingest.policy import SourcePolicy
 from mvr.ingest.resolve import ResolvedMedia
@@ -108,6 +108,56 @@ def index_sources(
             EXECUTORS[engine](plan, workers) as executor:
         batch = _Batch(catalog, executor, policy or SourcePolicy())
         for outcome in batch.run(items):
+            report.outcomes.append(outcome)
+            bar.update()
+            if on_outcome:
+                on_outcome(outcome)
+    return report
+
+
+def update_spaces(
+    catalog: Catalog,
+    *,
+    spaces: tuple[str, ...] | None = None,
+    options: Mapping[str, SpaceOptions] | None = None,
+    progress: bool | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    runtime: RuntimeSettings | None = None,
+) -> IndexReport:
+    """Compute the feature spaces the catalog's videos lack, from the media the catalog holds (nothing is fetched).
+
+    A catalog built before a space was added (or with fewer spaces) gains it this way. Each video is written in one
+    transaction; a video whose media cannot give a space is reported (``skipped``, with the reason), and the batch
+    goes on.
+
+    Raises
+    ------
+    CatalogError
+        When the options contradict the catalog's.
+    """
+    runtime = runtime or RuntimeSettings()
+    chosen = catalog_options(catalog, spaces or space_names(), options)
+    record_options(catalog, chosen)
+    extractors = build_extractors(chosen, runtime)
+    videos = catalog.videos()
+    report = IndexReport()
+    bar_off = None if progress is None else not progress
+    with tqdm(total=len(videos), desc="updating", unit="video", disable=bar_off, leave=False) as bar:
+        for video in videos:
+            missing = {space: extractor for space, extractor in extractors.items() if space not in video.spaces}
+            if not missing:
+                outcome = Outcome(video.source, "skipped", "has every space", video)
+            else:
+                try:
+                    features = extract_features(video.media_path, missing, threads=runtime.threads)
+                    catalog.add_vectors(video.id, features.vectors)
+                    added = ", ".join(features.vectors)
+                    outcome = Outcome(video.source, "indexed", "; ".join([f"added {added}", *features.notes]),
+                                      catalog.get(video.id))
+                except MediaError as exc:  # the media has no stream for the missing spaces
+                    outcome = Outcome(video.source, "skipped", exc.reason, video)
+                except Exception as exc:  # as in a batch: the video fails, the update goes on
+                    outcome = Outcome(video.source, "failed", failure_reason(exc))
             report.outcomes.append(outcome)
             bar.update()
             if on_outcome:

@@ -223,6 +223,10 @@ class Catalog:
             params += [limit, offset]
         return self._many(f"{where} ORDER BY v.id{page}", tuple(params))
 
+    def spaces(self) -> list[str]:
+        """The feature spaces some video has vectors of, sorted."""
+        return [row[0] for row in self._db.execute("SELECT DISTINCT modality FROM vectors ORDER BY modality")]
+
     def labels(self) -> list[str]:
         """Distinct labels, sorted."""
         rows = self._db.execute("SELECT DISTINCT label FROM videos WHERE label IS NOT NULL ORDER BY label")
@@ -307,17 +311,37 @@ class Catalog:
                  new.duration, new.label, new.group, time.time(), new.thumbnail),
             )
             video_id = cursor.lastrowid
-            for space, (extractor, vector) in new.vectors.items():
-                vector = np.ascontiguousarray(vector, dtype=np.float32)
+            self._insert_vectors(video_id, new.vectors)
+            self._db.execute("INSERT OR REPLACE INTO sources(source, video_id) VALUES (?, ?)", (new.source, video_id))
+            self.set_setting(_GENERATION_KEY, str(self.generation() + 1))
+        return self.get(video_id)
+
+    def add_vectors(self, video_id: int, vectors: dict[str, tuple[str, np.ndarray]]) -> None:
+        """Store more vectors of an indexed video (a space added since), in one transaction.
+
+        Raises
+        ------
+        CatalogError
+            When a vector's extractor differs from the catalog's for that space, or the video already has one.
+        """
+        for space, (extractor, _vector) in vectors.items():
+            self.check_extractor(space, extractor)
+        with self._transaction():
+            self._insert_vectors(video_id, vectors)
+            self.set_setting(_GENERATION_KEY, str(self.generation() + 1))
+
+    def _insert_vectors(self, video_id: int, vectors: dict[str, tuple[str, np.ndarray]]) -> None:
+        for space, (extractor, vector) in vectors.items():
+            vector = np.ascontiguousarray(vector, dtype=np.float32)
+            try:
                 self._db.execute(
                     "INSERT INTO vectors(video_id, modality, extractor, dims, vector) VALUES (?, ?, ?, ?, ?)",
                     (video_id, space, extractor, vector.size, vector.tobytes()),
                 )
-                if self.setting(f"extractor.{space}") is None:
-                    self.set_setting(f"extractor.{space}", extractor)
-            self._db.execute("INSERT OR REPLACE INTO sources(source, video_id) VALUES (?, ?)", (new.source, video_id))
-            self.set_setting(_GENERATION_KEY, str(self.generation() + 1))
-        return self.get(video_id)
+            except sqlite3.IntegrityError:
+                raise CatalogError(f"{self.root}: video {video_id} already has {space} vectors") from None
+            if self.setting(f"extractor.{space}") is None:
+                self.set_setting(f"extractor.{space}", extractor)
 
     def add_source_alias(self, source: str, video_id: int) -> None:
         """Remember that ``source`` (another URL or path) has the same content as ``video_id``."""

@@ -31,6 +31,7 @@ from mvr import __version__
 from mvr.evaluation.report import RESULTS_FILE
 from mvr.index.base import METRICS
 from mvr.ingest.policy import AddressRefused, BadURL, check_url
+from mvr.retrieval.query import fusion_for, spaces_of
 from mvr.retrieval.search import SearcherCache
 from mvr.retrieval.targets import default_metrics, search_targets
 from mvr.store import Catalog, Video
@@ -120,7 +121,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         catalog = catalogs.get()
         return ServiceInfo(
             version=__version__, catalog=catalog.root.name, videos=len(catalog), labels=catalog.labels(),
-            modalities=list(search_targets()), metrics=list(METRICS),
+            modalities=catalog_targets(catalog), metrics=list(METRICS),
             default_metrics=default_metrics(), max_k=MAX_K, max_upload_bytes=settings.max_upload_bytes,
         )
 
@@ -254,6 +255,13 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return FileResponse(STATIC_DIR / "index.html")
 
     return app
+
+
+def catalog_targets(catalog: Catalog) -> list[str]:
+    """The search targets this catalog can answer: the spaces it holds vectors of, and fused when it holds all of
+    the fused spaces."""
+    held = set(catalog.spaces())
+    return [target for target in search_targets() if set(spaces_of(target, fusion_for(target))) <= held]
 
 
 def _check_length(request: Request, limit: int, item: str) -> None:
