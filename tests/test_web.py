@@ -29,6 +29,11 @@ from mvr.web import ServiceSettings, create_app
 
 DEFAULT_METRICS = default_metrics()
 
+
+def local_client(settings: ServiceSettings) -> TestClient:
+    """A client of the app as the page on this machine talks to it (the server refuses other Host names)."""
+    return TestClient(create_app(settings), base_url="http://127.0.0.1")
+
 pytestmark = pytest.mark.slow
 
 
@@ -135,14 +140,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, music_videos) -> Iterator[t
 
 @pytest.fixture(scope="module")
 def client(catalog_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(ServiceSettings(catalog=catalog_dir, allow_private_urls=True))) as test_client:
+    with local_client(ServiceSettings(catalog=catalog_dir, allow_private_urls=True)) as test_client:
         yield test_client
 
 
 @pytest.fixture(scope="module")
 def strict_client(catalog_dir: Path) -> Iterator[TestClient]:
     """Started without ``allow_private_urls``, as `mvr serve` is by default."""
-    with TestClient(create_app(ServiceSettings(catalog=catalog_dir))) as test_client:
+    with local_client(ServiceSettings(catalog=catalog_dir)) as test_client:
         yield test_client
 
 
@@ -269,7 +274,7 @@ def test_bad_uploads_are_refused_with_one_line(client, bad_media, tmp_path: Path
 
 def test_oversize_uploads_are_refused(catalog_dir: Path, music_videos, tmp_path: Path) -> None:
     limit = 32 * 1024
-    with TestClient(create_app(ServiceSettings(catalog=catalog_dir, max_upload_bytes=limit))) as small:
+    with local_client(ServiceSettings(catalog=catalog_dir, max_upload_bytes=limit)) as small:
         # Far over the limit: refused from the Content-Length header, before anything is stored.
         with open(music_videos.paths[0], "rb") as handle:
             assert_one_line_error(small.post("/api/queries", files={"file": ("big.mp4", handle)}), 413,
@@ -283,7 +288,7 @@ def test_oversize_uploads_are_refused(catalog_dir: Path, music_videos, tmp_path:
 def test_downloads_over_the_size_limit_fail(catalog_dir: Path, served, music_videos) -> None:
     base, _ = served
     settings = ServiceSettings(catalog=catalog_dir, allow_private_urls=True, max_download_bytes=10_000)
-    with TestClient(create_app(settings)) as small:
+    with local_client(settings) as small:
         url = f"{base}/{held_out(music_videos)[0].name}"
         status = wait_for(small, small.post("/api/queries", json={"url": url}).json()["id"])
     assert status["status"] == "failed" and status["error"].startswith(f"{url}: ")
@@ -302,7 +307,7 @@ def test_unknown_ids_are_404(client) -> None:
 def test_a_full_queue_answers_503_and_the_server_keeps_answering(catalog_dir: Path, served) -> None:
     base, release = served
     settings = ServiceSettings(catalog=catalog_dir, allow_private_urls=True, workers=1, queue_limit=1)
-    with TestClient(create_app(settings)) as busy:
+    with local_client(settings) as busy:
         try:
             running = busy.post("/api/queries", json={"url": f"{base}/slow/a.mp4"}).json()["id"]
             deadline = time.monotonic() + 10
@@ -369,7 +374,7 @@ def test_nothing_outside_the_catalog_is_served(spare_catalog: Path, tmp_path: Pa
     with sqlite3.connect(spare_catalog / "catalog.sqlite") as db:
         db.execute("UPDATE videos SET media_path = '../secret.mp4' WHERE id = 1")
         db.execute("UPDATE videos SET media_path = ? WHERE id = 2", (str(secret),))
-    with TestClient(create_app(ServiceSettings(catalog=spare_catalog))) as app:
+    with local_client(ServiceSettings(catalog=spare_catalog)) as app:
         for video_id in (1, 2):
             assert_one_line_error(app.get(f"/api/videos/{video_id}/media"), 403, f"video {video_id}",
                                   "outside the catalog")
@@ -381,7 +386,7 @@ def test_nothing_outside_the_catalog_is_served(spare_catalog: Path, tmp_path: Pa
 
 
 def test_evaluation_results(spare_catalog: Path) -> None:
-    with TestClient(create_app(ServiceSettings(catalog=spare_catalog))) as app:
+    with local_client(ServiceSettings(catalog=spare_catalog)) as app:
         assert_one_line_error(app.get("/api/evaluation"), 404, "evaluation", "mvr evaluate")
         (spare_catalog / "evaluation.json").write_text(
             '{"k": 5, "protocol": "loo", "results": ['

@@ -6,7 +6,8 @@ Run it in a separate environment, never mvr's (musicnn pins numpy<1.17 in its me
     python3.11 -m venv /tmp/tfenv
     /tmp/tfenv/bin/pip install tensorflow-cpu==2.15.1 'numpy<2' librosa==0.11.0
     /tmp/tfenv/bin/pip install --no-deps musicnn==0.1.0
-    /tmp/tfenv/bin/python tests/data/musicnn_make_reference.py ~/.cache/mvr/sources/debian tests/data/musicnn_reference.json [full.npz]
+    /tmp/tfenv/bin/python tests/data/musicnn_make_reference.py ~/.cache/mvr/sources/debian \
+        tests/data/musicnn_reference.json [full.npz]
 
 The first argument is where mvr's benchmark builder keeps the unpacked Debian packages (``mvr.dataset`` fetches
 them; the tests do so on first use). Each excerpt is decoded by ffmpeg to 16 kHz mono float32, exactly as the test

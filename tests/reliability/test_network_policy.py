@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from mvr.errors import MediaError, MvrError
 from mvr.ingest.download import _Budget, _GuardProxy, download, download_to_temp
@@ -28,6 +29,8 @@ from mvr.ingest.policy import (
     address_kind,
     check_url,
 )
+from mvr.store import Catalog
+from mvr.web import ServiceSettings, create_app
 
 MB = 1 << 20
 Route = Callable[[http.server.BaseHTTPRequestHandler], None]
@@ -496,3 +499,45 @@ def test_site_error_status_is_reported_as_the_site_s(sites, tmp_path):
         download_to_temp(public.url("/gone.mp4"), tmp_path / "tmp", policy=public_policy(public, deadline_s=20))
     assert str(caught.value).endswith("download failed (the site answered HTTP 404)")
     assert_nothing_left(tmp_path / "tmp")
+
+
+# The web service's browser guard ----------------------------------------------------------------------------------
+
+
+def test_the_service_answers_only_its_own_names_and_page(tmp_path: Path) -> None:
+    Catalog.open(tmp_path / "catalog").close()
+    for host, expected in (("127.0.0.1:8000", 200), ("localhost", 200), ("[::1]:8000", 200),
+                           ("attacker.example", 403), ("127.0.0.1.nip.io", 403)):
+        with TestClient(create_app(ServiceSettings(catalog=tmp_path / "catalog")), base_url=f"http://{host}") as app:
+            answer = app.get("/api/info")
+            assert answer.status_code == expected, host
+            if expected == 403:
+                assert answer.json()["detail"].startswith(f"host {host}: this server answers to")
+    with TestClient(create_app(ServiceSettings(catalog=tmp_path / "catalog")), base_url="http://127.0.0.1") as app:
+        for origin in ("http://attacker.example", "null"):
+            refused = app.post("/api/queries", json={"video_id": 1}, headers={"Origin": origin})
+            assert refused.status_code == 403 and "own page only" in refused.json()["detail"]
+        own = app.post("/api/queries", json={"video_id": 1}, headers={"Origin": "http://127.0.0.1"})
+        assert own.status_code == 404  # past the guard: the catalog has no video 1
+    public = ServiceSettings(catalog=tmp_path / "catalog", allowed_hosts=("mvr.example.org",))
+    with TestClient(create_app(public), base_url="http://mvr.example.org") as app:
+        assert app.get("/api/info").status_code == 200
+
+
+def test_api_bounds_and_errors_are_strict_json(tmp_path: Path) -> None:
+    Catalog.open(tmp_path / "catalog").close()
+    with TestClient(create_app(ServiceSettings(catalog=tmp_path / "catalog")), base_url="http://127.0.0.1") as app:
+        for body in ({"video_id": 2**63}, {"video_id": True}, {"video_id": 1.0}, {"video_id": "1"},
+                     {"video_id": 0}):
+            answer = app.post("/api/queries", json=body)
+            assert answer.status_code == 422 and answer.json()["detail"].startswith("video_id: "), body
+        for path in ("/api/videos/99999999999999999999", "/api/videos/0/media", "/api/videos/x"):
+            answer = app.get(path)
+            assert answer.status_code == 422 and isinstance(answer.json()["detail"], str), path
+        schema = app.get("/openapi.json").json()
+    # Every 422 the schema declares is the one-line error the app returns, not FastAPI's list of problems.
+    declared = [operation["responses"]["422"] for route in schema["paths"].values() for operation in route.values()
+                if "422" in operation["responses"]]
+    assert declared and all(r["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+                            for r in declared)
+    assert "HTTPValidationError" not in schema["components"]["schemas"]

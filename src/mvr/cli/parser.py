@@ -83,6 +83,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1: this machine only; the API has no login)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="a host name the server answers to besides this machine's (repeat it; '*' for any):"
+                            " for a deliberate public deployment")
     serve.add_argument("--allow-private-urls", action="store_true",
                        help="let URL queries fetch from loopback, private and link-local addresses")
     serve.add_argument("--workers", type=_positive_int, default=2, help="queries processed at once (default 2)")

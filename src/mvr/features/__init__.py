@@ -10,7 +10,14 @@
 
 from mvr.features.base import Extractor, FeatureGroup, FeatureSpace, SpaceOptions
 from mvr.features.extract import Features, build_extractors, extract_features
-from mvr.features.spaces import SPACES, AudioOptions, MusicnnOptions, VisualSettings, get_space, space_names
+from mvr.features.spaces import (
+    SPACES,
+    AudioOptions,
+    MusicnnOptions,
+    VisualSettings,
+    get_space,
+    space_names,
+)
 
 __all__ = [
     "SPACES", "AudioOptions", "Extractor", "FeatureGroup", "FeatureSpace", "Features", "MusicnnOptions",

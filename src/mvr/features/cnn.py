@@ -73,7 +73,7 @@ def count_keyframes(path: Path) -> int:
         Number of packets flagged as keyframes; 0 when ffprobe cannot read the stream.
     """
     cmd = ["ffprobe", "-v", "error", "-select_streams", "V:0", "-show_entries", "packet=flags",
-           "-of", "csv=p=0", str(path)]
+           "-of", "csv=p=0", media.ffmpeg_input(path)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     return sum("K" in line for line in done.stdout.splitlines())
 
@@ -190,7 +190,7 @@ def _keyframe_command(path: Path, size: int) -> list[str]:
     # pass every frame on; the select filter then drops the non-key ones. Where either works, it drops nothing.
     filters = f"select='eq(key,1)',{scale},crop={size}:{size}"
     return ["ffmpeg", "-v", "error", "-nostdin",
-            "-skip_frame", "nokey", "-discard", "nokey", "-i", str(path),
+            "-skip_frame", "nokey", "-discard", "nokey", "-i", media.ffmpeg_input(path),
             # V (capital): the first video stream that is not an attached picture (cover art).
             "-map", "0:V:0", "-an", "-sn", "-dn",
             # One output picture per keyframe: no frames duplicated to fill the gaps between keyframes.

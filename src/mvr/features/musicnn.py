@@ -827,7 +827,7 @@ def decode_16k(path: Path, info: media.MediaInfo | None = None) -> np.ndarray:
     info = info or media.probe(path)
     if not info.has_audio:
         raise MediaError(str(path), "no audio stream (musicnn embeds sound)")
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", media.ffmpeg_input(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
            "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
     done = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL)
     if done.returncode != 0:

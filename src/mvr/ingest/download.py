@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import os
 import re
 import secrets
 import select
@@ -586,7 +587,8 @@ def download_to_temp(url: str, parent: Path, *, policy: SourcePolicy) -> tuple[P
     """
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(dir=parent, prefix="download-"))
+    # The pid in the name lets a later run sweep what a killed one left (mvr.store.catalog.sweep_leftovers).
+    folder = Path(tempfile.mkdtemp(dir=parent, prefix=f"download-{os.getpid()}-"))
     try:
         path, title = download(url, folder, policy=policy)
     except BaseException:

@@ -91,7 +91,7 @@ def index_sources(
     UsageError
         When ``jobs`` is below 1 or the engine is unknown.
     CatalogError
-        When the options contradict the catalog's.
+        When the options contradict the catalog's, or another process is writing the catalog.
     """
     if jobs < 1:
         raise UsageError(f"jobs must be at least 1, not {jobs}")
@@ -104,7 +104,8 @@ def index_sources(
     report = IndexReport()
     bar_off = None if progress is None else not progress  # tqdm: None = only on a terminal
     workers = max(1, min(jobs, len(items)))
-    with tqdm(total=len(items), desc="indexing", unit="video", disable=bar_off, leave=False) as bar, \
+    with catalog.writing(), \
+            tqdm(total=len(items), desc="indexing", unit="video", disable=bar_off, leave=False) as bar, \
             EXECUTORS[engine](plan, workers) as executor:
         batch = _Batch(catalog, executor, policy or SourcePolicy())
         for outcome in batch.run(items):
@@ -142,7 +143,8 @@ def update_spaces(
     videos = catalog.videos()
     report = IndexReport()
     bar_off = None if progress is None else not progress
-    with tqdm(total=len(videos), desc="updating", unit="video", disable=bar_off, leave=False) as bar:
+    with catalog.writing(), tqdm(total=len(videos), desc="updating", unit="video", disable=bar_off,
+                                 leave=False) as bar:
         for video in videos:
             missing = {space: extractor for space, extractor in extractors.items() if space not in video.spaces}
             if not missing:

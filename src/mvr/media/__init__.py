@@ -5,6 +5,7 @@ from mvr.media.decode import (
     DecodedAudio,
     MediaInfo,
     decode_audio,
+    ffmpeg_input,
     file_sha256,
     open_audio,
     probe,
@@ -14,6 +15,6 @@ from mvr.media.decode import (
 from mvr.media.paths import is_url, remove_temp_folder
 
 __all__ = [
-    "DecodedAudio", "MediaInfo", "decode_audio", "file_sha256", "is_url", "open_audio", "probe",
+    "DecodedAudio", "MediaInfo", "decode_audio", "ffmpeg_input", "file_sha256", "is_url", "open_audio", "probe",
     "remove_temp_folder", "require_ffmpeg", "thumbnail_jpeg",
 ]

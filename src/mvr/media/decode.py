@@ -52,6 +52,12 @@ class MediaInfo:
     height: int | None = None
 
 
+def ffmpeg_input(path: Path) -> str:
+    """``path`` as ffmpeg and ffprobe must be given it: absolute, so that no file name (``-x.mp4``,
+    ``http:x.mp4``) can be read as an option or a protocol."""
+    return os.path.abspath(path)
+
+
 def require_ffmpeg() -> None:
     """Raise a clear error when ffmpeg or ffprobe is not installed."""
     for tool in ("ffmpeg", "ffprobe"):
@@ -88,7 +94,7 @@ def probe(path: Path) -> MediaInfo:
     if wav is not None:  # its header says all ffprobe would, without starting a process
         return MediaInfo(duration=wav.frames / wav.sample_rate, has_audio=True, has_video=False,
                          sample_rate=wav.sample_rate, channels=wav.channels)
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)]
+    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", ffmpeg_input(path)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         detail = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "unreadable"
@@ -222,7 +228,7 @@ def open_audio(path: Path, info: MediaInfo | None = None) -> DecodedAudio:
     if wav is not None:
         return _open_pcm_wav(path, wav)
     channels = min(int(info.channels or 2), 2)
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", ffmpeg_input(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
            "-ac", str(channels), "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"]
     frame_bytes = 2 * channels
     spool = tempfile.TemporaryFile(prefix="mvr-audio-")
@@ -411,7 +417,7 @@ def thumbnail_jpeg(path: Path, info: MediaInfo | None = None, width: int = 320) 
     if not info.has_video:
         return None
     at = info.duration / 3 if info.duration else 0.0
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-ss", f"{at:.3f}", "-i", str(path), "-map", "0:v:0",
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-ss", f"{at:.3f}", "-i", ffmpeg_input(path), "-map", "0:v:0",
            "-frames:v", "1", "-vf", f"scale={width}:-2", "-q:v", "4", "-f", "image2", "-c:v", "mjpeg", "pipe:1"]
     done = subprocess.run(cmd, capture_output=True)
     if done.returncode != 0 or not done.stdout:

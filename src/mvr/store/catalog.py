@@ -12,10 +12,14 @@ flight: an orphan media file may remain (it is reused when the same content come
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +32,7 @@ SCHEMA_VERSION = 1
 # Bumped in the transaction of every change to the videos or vectors: searchers built from the vectors are kept
 # while it stands still, in every thread and process that reads the catalog.
 _GENERATION_KEY = "generation"
+_WRITE_LOCK = ".write.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (
@@ -148,6 +153,8 @@ class Catalog:
             if root.exists() and not root.is_dir():
                 raise CatalogError(f"{root}: is a file, not a catalog folder")
             root.mkdir(parents=True, exist_ok=True)
+        if database.exists():
+            _check_is_catalog(database)  # before anything is written to it
         connection = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
         try:
             connection.execute("PRAGMA foreign_keys = ON")
@@ -159,6 +166,36 @@ class Catalog:
             connection.close()
             raise CatalogError(f"{database}: not an mvr catalog database ({exc})") from None
         return catalog
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the catalog's write lock: one indexing process at a time, and what dead ones left swept first.
+
+        Readers (queries, the web service) need no lock. The lock is an ``flock`` on ``DIR/.write.lock``, released
+        by the kernel when its holder dies, so a killed ``mvr index`` never blocks the next one.
+
+        Raises
+        ------
+        CatalogError
+            When another process is writing this catalog.
+        """
+        with open(self.root / _WRITE_LOCK, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise CatalogError(f"{self.root}: another mvr is adding videos to this catalog ({holder}); wait for"
+                                   " it to finish, then run again (what it added is skipped)") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                sweep_leftovers(self.root)
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _check_schema(self) -> None:
         stored = self.setting("schema_version")
@@ -364,11 +401,67 @@ class Catalog:
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.{os.getpid()}.part")
             shutil.copyfile(media_file, partial)
+            # On disk before the rename, and the rename on disk before the row that names the file is committed:
+            # a power loss cannot leave a committed row pointing at a short file.
+            with open(partial, "rb") as handle:
+                os.fsync(handle.fileno())
             os.replace(partial, target)
+            directory = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
         return target
 
     def _transaction(self) -> "_Transaction":
         return _Transaction(self._db)
+
+
+def _check_is_catalog(database: Path) -> None:
+    """Refuse a database that is not an mvr catalog, reading it only (another program's file stays untouched)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as reading:
+            found = reading.execute("SELECT value FROM settings WHERE key = 'schema_version'").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise CatalogError(f"{database}: not an mvr catalog database ({exc})") from None
+    if found is None:
+        raise CatalogError(f"{database}: not an mvr catalog database (no schema version)")
+
+
+def sweep_leftovers(root: Path) -> list[Path]:
+    """Remove what processes that died left in a catalog folder; return what was removed.
+
+    Media copies in flight are named ``.<file>.<pid>.part``, downloads and uploads ``tmp/<kind>-<pid>-*``: each is
+    removed once its process is gone, never while it runs.
+    """
+    removed = []
+    candidates = [*root.glob("media/*/.*.part"), *root.glob("tmp/download-*"), *root.glob("tmp/upload-*")]
+    for path in candidates:
+        pid = _owner(path.name)
+        if pid is None or _alive(pid):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _owner(name: str) -> int | None:
+    """The pid in a temporary file's or folder's name (``.x.mp4.123.part``, ``download-123-abc``)."""
+    found = re.fullmatch(r"\..*\.(\d+)\.part|(?:download|upload)-(\d+)-.*", name)
+    return int(found.group(1) or found.group(2)) if found else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
 
 
 class _Transaction:

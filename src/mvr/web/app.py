@@ -17,8 +17,10 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as FastAPIPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -35,9 +37,11 @@ from mvr.retrieval.query import fusion_for, spaces_of
 from mvr.retrieval.search import SearcherCache
 from mvr.retrieval.targets import default_metrics, search_targets
 from mvr.store import Catalog, Video
+from mvr.store.catalog import sweep_leftovers
 from mvr.web.jobs import QueryJob, QueryRunner, ThreadCatalogs
 from mvr.web.models import (
     MAX_K,
+    MAX_VIDEO_ID,
     ErrorOut,
     EvaluationOut,
     QueryAccepted,
@@ -48,6 +52,7 @@ from mvr.web.models import (
     VideoOut,
     VideoPage,
 )
+from mvr.web.security import BrowserGuard
 from mvr.web.settings import ServiceSettings
 from mvr.web.uploads import megabytes, safe_filename, store_upload
 
@@ -95,6 +100,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         When the folder holds no catalog.
     """
     Catalog.open(settings.catalog, create=False).close()  # fail at start-up, not on the first request
+    sweep_leftovers(settings.catalog)  # uploads and downloads a killed server left
     catalogs = ThreadCatalogs(Path(settings.catalog))
     runner = QueryRunner(settings, catalogs, SearcherCache())
 
@@ -110,6 +116,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         description="Content-based music video retrieval: recommend catalog videos similar to a video by its"
                     " sound, its pictures, or both.",
     )
+
+    app.add_middleware(BrowserGuard, allowed_hosts=settings.allowed_hosts)
 
     @app.exception_handler(RequestValidationError)
     async def one_line_validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -190,7 +198,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise HTTPException(404, f"query {query_id}: unknown (never made, or forgotten since)")
         return found
 
-    @app.get("/api/videos", response_model=VideoPage, tags=["catalog"])
+    @app.get("/api/videos", response_model=VideoPage, responses=_ERRORS, tags=["catalog"])
     def list_videos(
         label: str | None = Query(None, description="only videos with this label"),
         offset: int = Query(0, ge=0),
@@ -202,12 +210,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                          items=[_video_out(video) for video in videos[offset:offset + limit]])
 
     @app.get("/api/videos/{video_id}", response_model=VideoOut, responses=_ERRORS, tags=["catalog"])
-    def get_video(video_id: int) -> VideoOut:
+    def get_video(video_id: Annotated[int, FastAPIPath(ge=1, le=MAX_VIDEO_ID)]) -> VideoOut:
         """One catalog video."""
         return _video_out(_video_or_404(video_id))
 
     @app.get("/api/videos/{video_id}/thumbnail", response_class=Response, responses=_ERRORS, tags=["catalog"])
-    def thumbnail(video_id: int) -> Response:
+    def thumbnail(video_id: Annotated[int, FastAPIPath(ge=1, le=MAX_VIDEO_ID)]) -> Response:
         """The video's thumbnail (JPEG)."""
         _video_or_404(video_id)
         jpeg = catalogs.get().thumbnail(video_id)
@@ -216,7 +224,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/api/videos/{video_id}/media", response_class=FileResponse, responses=_ERRORS, tags=["catalog"])
-    def media_file(video_id: int) -> FileResponse:
+    def media_file(video_id: Annotated[int, FastAPIPath(ge=1, le=MAX_VIDEO_ID)]) -> FileResponse:
         """The video's media file; answers HTTP range requests, so that a player can seek."""
         return FileResponse(_media_path(_video_or_404(video_id)))
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from mvr.index.base import METRICS
 from mvr.retrieval.targets import search_targets
 
 MAX_K = 50
 
+MAX_VIDEO_ID = 2**63 - 1
+"""SQLite's largest integer: a larger id cannot name a video."""
+
 QueryState = Literal["queued", "running", "done", "failed"]
+# Ids are whole numbers as JSON writes them: true, 1.0 and "1" are not ids.
+VideoId = Annotated[StrictInt, Field(ge=1, le=MAX_VIDEO_ID)]
 # Literal over the registries' tuples keeps the accepted values and the OpenAPI enums in step with mvr's.
 Modality = Literal[search_targets()]  # type: ignore[valid-type]
 Metric = Literal[METRICS]  # type: ignore[valid-type]
@@ -31,7 +36,7 @@ class QueryRequest(QueryOptions):
     """A query by URL, or by a video of the catalog; a file is sent as a multipart upload instead."""
 
     url: str | None = Field(None, description="http(s) URL: YouTube, any site yt-dlp knows, or a direct media link")
-    video_id: int | None = Field(None, description="a catalog video whose neighbours to find")
+    video_id: VideoId | None = Field(None, description="a catalog video whose neighbours to find")
 
     @model_validator(mode="after")
     def _one_source(self) -> "QueryRequest":

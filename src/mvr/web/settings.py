@@ -29,6 +29,8 @@ class ServiceSettings:
         Wall time one URL query's download may take in all, every hop included.
     runtime : RuntimeSettings
         Threads, CNN runtime and cache folder, read once at start-up.
+    allowed_hosts : tuple of str
+        Host names the service answers to besides this machine's (``*``: any); see :mod:`mvr.web.security`.
     keep_queries : int
         Finished queries kept for polling; the oldest are forgotten first.
     feature_cache_size : int
@@ -45,6 +47,7 @@ class ServiceSettings:
     keep_queries: int = 256
     feature_cache_size: int = 64
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def policy(self) -> SourcePolicy:

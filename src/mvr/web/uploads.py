@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -38,7 +39,8 @@ def store_upload(handle: BinaryIO, filename: str, tmp_root: Path, max_bytes: int
         413 when the file is over ``max_bytes``, 415 when ffprobe finds no audio or video in it.
     """
     tmp_root.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="upload-", dir=tmp_root))
+    # The pid in the name lets a later start sweep what a killed server left (mvr.store.catalog.sweep_leftovers).
+    folder = Path(tempfile.mkdtemp(prefix=f"upload-{os.getpid()}-", dir=tmp_root))
     path = folder / filename
     digest, size = hashlib.sha256(), 0
     try:
