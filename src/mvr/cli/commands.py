@@ -84,7 +84,8 @@ def run_index(args: argparse.Namespace) -> int:
 
     with Catalog.open(args.catalog) as catalog:
         report = index_sources(catalog, args.sources, label=args.label, options=_requested_options(args),
-                               on_outcome=show, jobs=args.jobs, engine=args.engine, runtime=args.runtime)
+                               on_outcome=show, jobs=args.jobs, engine=args.engine, runtime=args.runtime,
+                               engine_options={"address": args.address, "media_store": args.media_store})
         if not report.outcomes:
             raise UsageError(f"{' '.join(args.sources)}: no media files found (looked for "
                              "video and audio files, CSV and JSON manifests)")
