@@ -100,6 +100,7 @@ def test_ray_cluster_indexes_like_the_local_engine(music_videos, bad_media, runt
     # The batch whose actor was killed: every item indexed or reported, and what was indexed is right.
     killed = report["killed"]
     assert killed["pid"] is not None and killed["outcomes_before_kill"] < len(killed["outcomes"])
+    assert killed["restarts"] == 1, killed
     assert len(killed["outcomes"]) == len(music_videos.paths) + 2  # the manifest's items and the two bad ones
     for outcome in killed["outcomes"]:
         assert outcome["status"] in ("indexed", "failed"), outcome
@@ -161,8 +162,8 @@ def _start_cluster(temp_dir: Path) -> None:
 
 
 def _run_cli(*args: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "mvr.cli.commands", "index", *args], capture_output=True,
-                          text=True, timeout=INDEX_S)
+    mvr_cli = [sys.executable, "-c", "import sys; from mvr.cli import main; sys.exit(main())"]
+    done = subprocess.run([*mvr_cli, "index", *args], capture_output=True, text=True, timeout=INDEX_S)
     return {"code": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
 
 
@@ -171,7 +172,7 @@ def _killed_batch(work: Path, sources: list[str]) -> dict:
     import ray
     from ray._private import state  # the GCS's actor table: it works without the dashboard
 
-    seen: dict = {"pid": None, "outcomes_before_kill": None}
+    seen: dict = {"pid": None, "actor": None, "outcomes_before_kill": None, "restarts": None}
     outcomes = []
 
     def kill_one(outcome: object) -> None:
@@ -181,7 +182,7 @@ def _killed_batch(work: Path, sources: list[str]) -> dict:
         alive = [actor for actor in state.actors().values()
                  if actor["ActorClassName"].endswith("_ExtractionActor") and actor["State"] == "ALIVE"]
         if alive:
-            seen["pid"] = int(alive[0]["Pid"])
+            seen["pid"], seen["actor"] = int(alive[0]["Pid"]), alive[0]["ActorID"]
             seen["outcomes_before_kill"] = len(outcomes)
             os.kill(seen["pid"], signal.SIGKILL)
 
@@ -190,6 +191,8 @@ def _killed_batch(work: Path, sources: list[str]) -> dict:
         with Catalog.open(work / "killed") as catalog:
             index_sources(catalog, sources, engine="ray", runtime=RuntimeSettings.from_environment(),
                           progress=False, on_outcome=kill_one)
+        if seen["actor"] is not None:  # Ray restarted it (and so reloaded its models) rather than giving up
+            seen["restarts"] = state.actors(actor_id=seen["actor"]).get("NumRestarts")
     finally:
         ray.shutdown()
     seen["outcomes"] = [{"source": o.source, "status": o.status, "reason": o.reason} for o in outcomes]
