@@ -96,6 +96,9 @@ def test_ray_cluster_indexes_like_the_local_engine(music_videos, bad_media, runt
             Catalog.open(tmp_path / "cluster", create=False) as got:
         _assert_same_catalog(expected, got)
     assert f"0 indexed, {len(music_videos.paths)} skipped, 2 failed" in report["rerun"]["stdout"]  # resumable
+    stored = sorted(path.name for path in (tmp_path / "media-store").glob("*/*"))
+    with Catalog.open(tmp_path / "cluster", create=False) as got:
+        assert stored == sorted(video.media_path.name for video in got.videos())
 
     # The batch whose actor was killed: every item indexed or reported, and what was indexed is right.
     killed = report["killed"]
@@ -239,7 +242,9 @@ def _in_namespace(work: Path, report_path: Path, sources: list[str]) -> None:
     try:
         _start_cluster(Path(os.environ["RAY_TMPDIR"]))
         lap("cluster_start_s")
-        cluster = ["--catalog", str(work / "cluster"), "--engine", "ray", "--address", ADDRESS]
+        # The CLI's batches share a media store (the killed batch below sends the media through Ray's store).
+        cluster = ["--catalog", str(work / "cluster"), "--engine", "ray", "--address", ADDRESS,
+                   "--media-store", str(work / "media-store")]
         report["cli"] = _run_cli(*sources, *cluster, "--quiet")
         lap("cli_batch_s")
         report["rerun"] = _run_cli(*sources, *cluster, "--quiet")
