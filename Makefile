@@ -14,8 +14,11 @@ system-deps:
 	@command -v ffmpeg >/dev/null && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || \
 	  { $(APT_INSTALL) ffmpeg python3-venv >/dev/null; }
 
+# The Ray cluster test runs its cluster in a loopback-only network namespace: util-linux's unshare (essential on
+# Debian) and iproute2's ip.
 test-deps: system-deps
 	@command -v chromium >/dev/null || { $(APT_INSTALL) chromium >/dev/null; }
+	@command -v ip >/dev/null || { $(APT_INSTALL) iproute2 >/dev/null; }
 
 $(BIN)/mvr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -96,7 +96,8 @@ def run_index(args: argparse.Namespace) -> int:
         if args.sources:
             reports.append(index_sources(catalog, args.sources, label=args.label, options=_requested_options(args),
                                          spaces=spaces, on_outcome=show, jobs=args.jobs, engine=args.engine,
-                                         runtime=args.runtime, policy=_policy(args)))
+                                         runtime=args.runtime, policy=_policy(args),
+                                         engine_options={"address": args.address, "media_store": args.media_store}))
             if not reports[0].outcomes:
                 raise UsageError(f"{' '.join(args.sources)}: no media files found (looked for "
                                  "video and audio files, CSV and JSON manifests)")

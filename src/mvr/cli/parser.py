@@ -41,7 +41,12 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     index.add_argument("--jobs", type=_positive_int, default=1,
                        help="videos processed at once, each in its own worker process (default 1)")
     index.add_argument("--engine", choices=tuple(EXECUTORS), default="local",
-                       help="where the work runs (default local: this machine)")
+                       help="where the work runs (default local: this machine; ray: a Ray cluster, one"
+                            " extraction actor per CPU slot, --jobs unused)")
+    index.add_argument("--address", default=None,
+                       help="with --engine ray: the cluster's head HOST:PORT, or auto (default: Ray's own rule)")
+    index.add_argument("--media-store", type=Path, default=None, metavar="DIR",
+                       help="with --engine ray: a folder all nodes share; media go there, not through Ray")
     _download_options(index)
     index.set_defaults(run=commands["index"])
 

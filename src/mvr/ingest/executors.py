@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from mvr.errors import MvrError
+from mvr.errors import MvrError, UsageError
 from mvr.features import Extractor, build_extractors
 from mvr.ingest.policy import SourcePolicy
 from mvr.ingest.resolve import ResolvedMedia
@@ -136,7 +136,31 @@ def _worker_extract(resolved: ResolvedMedia) -> object:
     return extract(resolved, extractors, int(_worker["threads"]))  # type: ignore[arg-type]
 
 
-EXECUTORS: dict[str, Callable[[ExtractionPlan, int], IngestExecutor]] = {
-    "local": lambda plan, jobs: LocalExecutor(plan) if jobs == 1 else ProcessExecutor(plan, jobs),
+def _local_engine(plan: ExtractionPlan, jobs: int, **options: object) -> IngestExecutor:
+    """This machine's processes: one item at a time in this process, or ``jobs`` worker processes."""
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise UsageError(f"the local engine takes no {', '.join(given)} (those are the ray engine's)")
+    return LocalExecutor(plan) if jobs == 1 else ProcessExecutor(plan, jobs)
+
+
+def _ray_engine(plan: ExtractionPlan, jobs: int, **options: object) -> IngestExecutor:
+    """A Ray cluster (``address``, ``media_store``): one extraction actor per CPU slot, whatever ``jobs`` says."""
+    # A lazy import for an optional dependency: Ray (the 'cluster' extra) is imported only when this engine is
+    # chosen, so that importing mvr or running the local engine never needs it, nor pays for loading it.
+    try:
+        from mvr.ingest.ray_executor import RayExecutor
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray" and not (exc.name or "").startswith("ray."):
+            raise
+        raise UsageError("the ray engine needs Ray: pip install 'mvr[cluster]'") from None
+    return RayExecutor(plan, **options)  # type: ignore[arg-type]
+
+
+EXECUTORS: dict[str, Callable[..., IngestExecutor]] = {
+    "local": _local_engine,
+    "ray": _ray_engine,
 }
-"""Executors by engine name: ``local`` runs in this machine's processes (``jobs`` of them when more than one)."""
+"""Executors by engine name, each called as ``factory(plan, jobs, **engine_options)``: ``local`` runs in this
+machine's processes (``jobs`` of them when more than one); ``ray`` on a Ray cluster
+(:class:`mvr.ingest.ray_executor.RayExecutor`, options ``address`` and ``media_store``)."""

@@ -52,6 +52,7 @@ def index_sources(
     on_outcome: Callable[[Outcome], None] | None = None,
     jobs: int = 1,
     engine: str = "local",
+    engine_options: Mapping[str, object] | None = None,
     runtime: RuntimeSettings | None = None,
     policy: SourcePolicy | None = None,
 ) -> IndexReport:
@@ -81,6 +82,9 @@ def index_sources(
         sums in another order on fewer threads).
     engine : str
         One of :data:`mvr.ingest.executors.EXECUTORS`.
+    engine_options : mapping, optional
+        What the engine takes besides ``jobs`` (the ray engine's ``address`` and ``media_store``); None values
+        are the engine's defaults.
     runtime : RuntimeSettings, optional
         Threads, CNN runtime and cache folder; by default this machine's.
     policy : SourcePolicy, optional
@@ -106,7 +110,7 @@ def index_sources(
     workers = max(1, min(jobs, len(items)))
     with catalog.writing(), \
             tqdm(total=len(items), desc="indexing", unit="video", disable=bar_off, leave=False) as bar, \
-            EXECUTORS[engine](plan, workers) as executor:
+            EXECUTORS[engine](plan, workers, **(engine_options or {})) as executor:
         batch = _Batch(catalog, executor, policy or SourcePolicy())
         for outcome in batch.run(items):
             report.outcomes.append(outcome)
