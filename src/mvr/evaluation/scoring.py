@@ -10,6 +10,7 @@ from mvr.errors import MvrError
 from mvr.evaluation.protocols import holdout_queries
 from mvr.index.base import METRICS
 from mvr.retrieval.fusion import Fusion, Pool, distances
+from mvr.retrieval.ranking import excluded_pairs
 from mvr.store import Video
 
 # Queries are scored this many at a time, so that memory stays bounded on a large catalog.
@@ -66,19 +67,6 @@ def score_rankings(distances: np.ndarray, relevant: np.ndarray, pool_ids: np.nda
     precision_at = np.cumsum(found, axis=1) / np.arange(1, found.shape[1] + 1)
     average_precision = (precision_at * found).sum(axis=1) / np.maximum(total, 1)
     return QueryScores(hits=hits, average_precision=average_precision, degenerate=degenerate, answerable=total > 0)
-
-
-def excluded_pairs(
-    query_keys: np.ndarray, query_groups: np.ndarray, pool_keys: np.ndarray, pool_groups: np.ndarray
-) -> np.ndarray:
-    """bool ``(q, n)``: candidates never ranked for a query, namely itself and the videos of its group.
-
-    Keys identify the videos (content hashes, so that a query from another catalog is recognised too). Groups are
-    strings, or None for a video with no group (then only the video itself is excluded).
-    """
-    same_group = (query_groups[:, None] == pool_groups[None, :]) & np.not_equal(query_groups, None)[:, None]
-    return same_group | (query_keys[:, None] == pool_keys[None, :])
-
 
 
 @dataclass(frozen=True)
