@@ -249,6 +249,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         _print_table(*report.metric_table(found))
         print("\n* mvr's default, s the study's choice; tie: the metric gives every candidate the same distance\n")
         _print_table(*report.summary_table(found))
+        print(report.ties_line(found))
+        if found.tuned is not None:
+            print("\nthe tuned fusion's folds (weights chosen on the other folds' labels):")
+            _print_table(*report.folds_table(found))
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -31,7 +31,7 @@ from mvr.features import SPACES, space_names
 from mvr.index.base import METRICS
 from mvr.retrieval.fusion import Fusion, Pool, distances, row_z_scores
 from mvr.retrieval.ranking import excluded_pairs, first_k
-from mvr.store import Catalog
+from mvr.store import Catalog, Video
 
 TUNING_KEY = "fusion.tuned"
 """The catalog setting that holds the tuned fusion (JSON of :meth:`Tuning.to_dict`)."""
@@ -237,9 +237,8 @@ def precision_at_k(found: np.ndarray, relevant: np.ndarray, k: int) -> float:
     return float((first_k(found, k).taken & relevant).sum() / (found.shape[0] * k))
 
 
-def labelled_rows(catalog: Catalog, pool: Pool) -> LabelledRows:
-    """The labels, groups and content hashes of the pool's videos."""
-    videos = {video.id: video for video in catalog.videos()}
+def labelled_rows(pool: Pool, videos: Mapping[int, Video]) -> LabelledRows:
+    """The labels, groups and content hashes of the pool's videos (``videos``: id -> video)."""
     found = [videos[int(i)] for i in pool.ids]
     return LabelledRows(labels=np.array([video.label or None for video in found], dtype=object),
                         groups=np.array([video.group or None for video in found], dtype=object),
@@ -270,7 +269,7 @@ def tune_catalog(catalog: Catalog, k: int = 5, pool: Pool | None = None) -> Tuni
     if len(spaces) < 2:
         raise UsageError(f"{catalog.root}: fusion needs two feature spaces, this catalog has {', '.join(spaces)}")
     pool = pool or SearcherCache().pool(catalog, spaces)
-    found = tune_pool(pool, labelled_rows(catalog, pool), k=k)
+    found = tune_pool(pool, labelled_rows(pool, {video.id: video for video in catalog.videos()}), k=k)
     extractors = {space: catalog.setting(f"extractor.{space}") for space in spaces}
     return Tuning(**{**found.to_dict(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
                      "extractors": extractors})
