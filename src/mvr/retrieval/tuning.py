@@ -40,7 +40,7 @@ TUNING_METRICS = tuple(m for m in METRICS if m not in ("hamming", "jaccard", "so
 WEIGHT_STEP = 0.1
 MIN_LABELS = 2
 MIN_LABELLED = 10
-MAX_QUERIES = 2000
+MAX_QUERIES = 500
 """Labelled queries a tuning scores at most (taken evenly from the labelled videos); every video is ranked."""
 
 
