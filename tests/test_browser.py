@@ -118,6 +118,8 @@ def wait_for_results(page) -> list[dict]:
         label: card.querySelector('.label').textContent,
         distance: card.querySelector('.distance').textContent,
         thumbnail: card.querySelector('img.thumb').naturalWidth,
+        bars: [...card.querySelectorAll('.space-bars .track')].map(track => ({
+            space: track.dataset.space, width: parseFloat(track.firstChild.style.width)})),
     }))""")
 
 
@@ -153,10 +155,24 @@ def test_drop_a_file_with_multimodal_search(page, music_videos, artifacts: Path)
     page.click("#go")
     cards = wait_for_results(page)
     assert len({card["title"] for card in cards}) == 5
-    assert f"Multimodal · {DEFAULT_METRICS['fused']} distance" in page.text_content("#results-heading")
+    assert "Multimodal · late fusion, equal weights Audio 0.50, Visual 0.50" in page.text_content("#results-heading")
+    # A fused result reads as a similarity, with one bar per space saying how close it is there.
+    for card in cards:
+        assert card["distance"].endswith("% similar") and "-" not in card["distance"]
+        assert [bar["space"] for bar in card["bars"]] == ["audio", "visual"]
+        assert all(0 <= bar["width"] <= 100 for bar in card["bars"])
+    assert page.is_hidden("#tie-badge")
     # The query's own video plays from the chosen file, without another upload.
     assert page.eval_on_selector("#query-player video", "video => video.src").startswith("blob:")
     save_screenshot(page, artifacts / "results-upload.png")
+
+    # Weights chosen in the advanced options replace the catalog's.
+    page.click("details.advanced summary")
+    page.fill("#weights", "audio=0.8,visual=0.2")
+    page.click("#go")
+    page.wait_for_function("document.querySelector('#results-heading').textContent.includes('explicit')",
+                           timeout=RESULTS_TIMEOUT_MS)
+    assert "explicit weights Audio 0.80, Visual 0.20" in page.text_content("#results-heading")
 
 
 def test_bad_inputs_show_a_clear_message(page, bad_media) -> None:

@@ -180,7 +180,8 @@ def test_query_by_url_runs_in_the_background_then_comes_from_the_cache(client, s
     results = found["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert [r["distance"] for r in results] == sorted(r["distance"] for r in results)
-    assert set(results[0]) == {"rank", "id", "title", "label", "source", "distance"}
+    assert set(results[0]) == {"rank", "id", "title", "label", "source", "distance", "similarity", "why"}
+    assert found["fusion"] is None and results[0]["why"] == {}  # one space: nothing to split between spaces
     assert results[0]["label"] == music_videos.labels[query]  # its sister excerpt of the same track
 
     again = wait_for(client, client.post("/api/queries", json={"url": url, "modality": "audio",
@@ -215,6 +216,25 @@ def test_query_by_catalog_video_leaves_it_out(client) -> None:
     found = status["result"]
     assert found["query"]["id"] == 2 and found["query"]["label"]
     assert 2 not in [r["id"] for r in found["results"]] and len(found["results"]) == 5
+
+
+def test_fused_results_are_explained_and_take_weights(client) -> None:
+    status = wait_for(client, client.post("/api/queries", json={"video_id": 2, "modality": "fused",
+                                                                "weights": {"audio": 3, "visual": 1}}).json()["id"])
+    assert status["status"] == "done", status["error"]
+    found = status["result"]
+    assert found["fusion"] == {"method": "late", "weights": {"audio": 0.75, "visual": 0.25},
+                               "metrics": {"audio": "cosine", "visual": "cosine"}, "weights_from": "explicit"}
+    assert found["tied_at_cut"] is False
+    for match in found["results"]:
+        assert sum(reason["score"] for reason in match["why"].values()) == pytest.approx(match["distance"])
+        assert 0 <= match["similarity"] <= 1 and set(match["why"]) == {"audio", "visual"}
+    status = wait_for(client, client.post("/api/queries", json={"video_id": 2, "modality": "fused",
+                                                                "weights": "visual=1"}).json()["id"])
+    assert status["result"]["fusion"]["weights"] == {"visual": 1.0}
+    assert_one_line_error(client.post("/api/queries", json={"video_id": 2, "modality": "fused", "weights": "x=1"}),
+                          422, "unknown feature space 'x'")
+    assert_one_line_error(client.post("/api/queries", json={"video_id": 2, "weights": "audio=1"}), 422, "fused")
 
 
 def test_a_failed_query_says_why(client, served) -> None:

@@ -112,28 +112,80 @@ def run_index(args: argparse.Namespace) -> int:
 def run_query(args: argparse.Namespace) -> int:
     """``mvr query``: print the top-k recommendations as a table or JSON."""
     from mvr.retrieval.query import recommend
+    from mvr.retrieval.targets import FUSED
+    from mvr.retrieval.tuning import parse_weights
     from mvr.store import Catalog
 
     preset = _preset(args)
     fusion = args.fusion or preset.fusion
+    weights = parse_weights(args.fusion_weights) if args.fusion_weights else None
+    if weights and args.modality != FUSED:
+        raise UsageError("--fusion-weights weighs the spaces of a fused search: add --modality fused")
+    # A preset's own metric for the fused search (the study's) is explicit; mvr's leaves the tuned ones in place.
+    metric = args.metric or (preset.metrics[args.modality] if args.preset else None)
     with Catalog.open(args.catalog, create=False) as catalog:
-        found = recommend(catalog, args.source, modality=args.modality,
-                          metric=args.metric or preset.metrics[args.modality], k=args.k,
-                          options=_requested_options(args), fusion=fusion, exact=args.exact, runtime=args.runtime,
-                          policy=_policy(args))
+        found = recommend(catalog, args.source, modality=args.modality, metric=metric, k=args.k,
+                          options=_requested_options(args), fusion=fusion, weights=weights, exact=args.exact,
+                          runtime=args.runtime, policy=_policy(args))
     for note in found.notes:
         print(_one_line(f"note: {note}"), file=sys.stderr)
+    if found.tied_at_cut:
+        print(f"note: the result at rank {len(found.matches)} ties with candidates left out; ties go by video id"
+              " ascending", file=sys.stderr)
+    if args.json:
+        print(json.dumps(found.to_dict(True if args.explain else None), indent=2))
+        return 0
+    if found.fusion is not None and found.fusion.method != "concat":
+        # Late fusion adds standardised distances: the score is relative to this query's candidates.
+        weights_text = ", ".join(f"{space} {weight:.2g}" for space, weight in found.fusion.weights.items())
+        metrics_text = "/".join(dict.fromkeys(found.fusion.metric_of(space, found.metric)
+                                              for space in found.fusion.spaces))
+        measure = (f"{found.fusion.method} fusion of {metrics_text} distances, {found.weights_from} weights"
+                   f" {weights_text}; similarity: the share of candidates farther away")
+        rows = [(str(m.rank), m.video.title, m.video.label or "", f"{100 * m.similarity:.0f}%", _why_text(m.why))
+                for m in found.matches]
+        header = ("rank", "title", "label", "similarity", "why")
+    else:
+        measure = f"{found.metric} distance"
+        rows = [(str(m.rank), m.video.title, m.video.label or "", f"{m.distance:.6g}") for m in found.matches]
+        header = ("rank", "title", "label", "distance")
+    print(f"{found.modality} recommendations for {found.query['title']} ({measure})")
+    _print_table(header, rows)
+    return 0
+
+
+def _why_text(why: dict[str, dict]) -> str:
+    """A fused match's reasons in a few words: each space's similarity, and the group that weighs most in it."""
+    words = []
+    for space, reason in why.items():
+        text = f"{space} {100 * reason['similarity']:.0f}%"
+        if reason["groups"]:
+            group, share = max(reason["groups"].items(), key=lambda item: item[1])
+            kind = "of similarity" if reason["groups_measure"].endswith("similarity") else "of distance"
+            text += f" ({group} {100 * share:.0f}% {kind})"
+        words.append(text)
+    return "; ".join(words)
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    """``mvr tune``: choose the fused search's weights and metrics from the labels, and keep them in the catalog."""
+    from mvr.retrieval.tuning import store_tuning, tune_catalog
+    from mvr.store import Catalog
+
+    with Catalog.open(args.catalog, create=False) as catalog:
+        found = tune_catalog(catalog, k=args.k)
+        if found.tuned:
+            store_tuning(catalog, found)
     if args.json:
         print(json.dumps(found.to_dict(), indent=2))
         return 0
-    if found.modality == "fused" and fusion == "late":
-        # Late fusion adds standardised distances: the score is relative to this query's candidates.
-        measure = f"late fusion of {found.metric} distances, standardised score: lower is closer"
-    else:
-        measure = f"{found.metric} distance"
-    print(f"{found.modality} recommendations for {found.query['title']} ({measure})")
-    rows = [(str(m.rank), m.video.title, m.video.label or "", f"{m.distance:.6g}") for m in found.matches]
-    _print_table(("rank", "title", "label", "distance"), rows)
+    print(found.reason)
+    _print_table(("space", "weight", "metric"),
+                 [(space, f"{weight:.2f}", found.metrics[space]) for space, weight in found.weights.items()])
+    if found.tuned:
+        print(f"leave-one-out precision@{found.k} on these labels: {found.score:.3f} (equal weights"
+              f" {found.equal_score:.3f}); fused queries now use these weights (mvr evaluate measures them by"
+              " cross-validation)")
     return 0
 
 
@@ -213,6 +265,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         _print_table(*report.metric_table(found))
         print("\n* mvr's default, s the study's choice; tie: the metric gives every candidate the same distance\n")
         _print_table(*report.summary_table(found))
+        print(report.ties_line(found))
+        if found.tuned is not None:
+            print("\nthe tuned fusion's folds (weights chosen on the other folds' labels):")
+            _print_table(*report.folds_table(found))
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0
@@ -235,7 +291,7 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 COMMANDS = {
     "index": run_index, "query": run_query, "list": run_list, "features": run_features, "serve": run_serve,
-    "evaluate": run_evaluate, "dataset build": run_dataset_build,
+    "evaluate": run_evaluate, "tune": run_tune, "dataset build": run_dataset_build,
 }
 """What runs each verb."""
 

@@ -61,6 +61,12 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
                             + ", ".join(f"{m} {d}" for m, d in default_metrics().items()) + ")")
     query.add_argument("--fusion", choices=FUSIONS, default=None,
                        help=f"how fused search combines the spaces (default {DEFAULT_FUSION})")
+    query.add_argument("--fusion-weights", dest="fusion_weights", metavar="SPACE=W,...", default=None,
+                       help="fused search's weights, e.g. " + ",".join(f"{s}=0.5" for s in space_names()[:2])
+                            + " (default: the catalog's, from mvr tune, else equal)")
+    query.add_argument("--explain", action="store_true",
+                       help="with --json: each result's similarity and why (always there for tuned or explicit"
+                            " weights)")
     query.add_argument("--exact", action="store_true",
                        help="rank every candidate exactly (large catalogs otherwise use compact vectors first)")
     query.add_argument("-k", type=_positive_int, default=5, help="how many recommendations (default 5)")
@@ -116,6 +122,12 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     evaluate.add_argument("--plots", type=Path, metavar="DIR",
                           help="also draw one bar chart per modality (PNG), like the study's figures 2-4")
     evaluate.set_defaults(run=commands["evaluate"])
+
+    tune = verbs.add_parser("tune", help="choose the fused search's weights and metrics from the catalog's labels")
+    _catalog_option(tune)
+    tune.add_argument("-k", type=_positive_int, default=5, help="the precision@k to maximise (default 5)")
+    tune.add_argument("--json", action="store_true", help="print JSON")
+    tune.set_defaults(run=commands["tune"])
 
     dataset = verbs.add_parser("dataset", help="build a labelled benchmark collection from open media")
     dataset_verbs = dataset.add_subparsers(dest="dataset_verb", required=True, metavar="VERB")

@@ -70,10 +70,37 @@ def metric_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
 
 
 def summary_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
-    """``(header, rows)``: each modality searched mvr's way and the study's way, side by side."""
+    """``(header, rows)``: each modality searched mvr's way and the study's way, side by side; then the tuned
+    fusion (cross-validated) and the query-adaptive one, when measured."""
     header = ["modality", "mvr", "the study's method"]
-    return header, [[modality] + [_described(evaluation.result(method, modality)) for method in METHODS]
-                    for modality in evaluation.modalities]
+    rows = [[modality] + [_described(evaluation.result(method, modality)) for method in METHODS]
+            for modality in evaluation.modalities]
+    if evaluation.tuned is not None:
+        folds = len(evaluation.tuned.folds)
+        rows.append(["fused (tuned)", f"per-space metrics, {folds}-fold cross-validated:"
+                                      f" {_score(evaluation.tuned.result)}", ""])
+    if evaluation.adaptive is not None:
+        rows.append(["fused (adaptive)", f"{evaluation.adaptive.metric} adaptive: {_score(evaluation.adaptive)}", ""])
+    return header, rows
+
+
+def folds_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
+    """``(header, rows)``: each cross-validation fold's queries and the weights and metrics tuned without them."""
+    header = ["fold", "queries", "weights", "metrics"]
+    return header, [
+        [str(i + 1), str(fold.queries.size),
+         ", ".join(f"{space} {weight:.1f}" for space, weight in fold.tuning.weights.items())
+         + ("" if fold.tuning.tuned else " (too few labels: equal)"),
+         ", ".join(f"{space} {metric}" for space, metric in fold.tuning.metrics.items())]
+        for i, fold in enumerate(evaluation.tuned.folds)
+    ]
+
+
+def ties_line(evaluation: Evaluation) -> str:
+    """How many queries of mvr's default searches had their k-th result tied with a candidate left out."""
+    counts = [f"{modality} {evaluation.result('mvr', modality).tied_at_cut}" for modality in evaluation.modalities]
+    return (f"queries tied at the cut (k-th result level with a candidate left out; ties go by video id):"
+            f" {', '.join(counts)} of {evaluation.result('mvr', evaluation.modalities[0]).queries}")
 
 
 def column_name(method: str, modality: str) -> str:

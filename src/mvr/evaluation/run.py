@@ -48,6 +48,18 @@ by each run): the JSON that ``mvr evaluate --json`` prints::
     }
 
 ``defaults`` names each method's own metric per modality: the row to show for "mvr" against "the study".
+Each result also counts its queries whose k-th result tied with a candidate left out (``"tied_at_cut"``).
+
+With the ``loo`` protocol and labels enough, two more fused results sit beside them, each over every space the
+catalog holds, with each space's own mvr metric:
+
+``"tuned"``
+    ``{"result": {...}, "folds": [{"queries", "weights", "metrics", "tuned", "training_score"}, ...]}``: the
+    fusion tuned from the labels, scored only by cross-validation over groups
+    (:mod:`mvr.evaluation.crossval`);
+``"adaptive"``
+    the query-adaptive late fusion (:func:`mvr.retrieval.fusion.adaptive_weights`), which needs no labels,
+    with mvr's fused metric: it differs from mvr's equal weights only in its weights.
 """
 
 from __future__ import annotations
@@ -56,14 +68,17 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from mvr.errors import CatalogError, MvrError, UsageError
+from mvr.evaluation.crossval import CrossValidation, cross_validate
 from mvr.evaluation.protocols import PROTOCOLS
-from mvr.evaluation.scoring import Result, score_candidates
+from mvr.evaluation.scoring import Result, query_set, score_candidates, score_queries, summarise
 from mvr.features import space_names
 from mvr.presets import PRESETS, Preset
+from mvr.retrieval.fusion import Fusion, Pool
 from mvr.retrieval.query import fusion_for, spaces_of
 from mvr.retrieval.search import SearcherCache
-from mvr.retrieval.targets import EQUAL_WEIGHTS, search_targets
-from mvr.store import Catalog
+from mvr.retrieval.targets import EQUAL_WEIGHTS, FUSED, search_targets
+from mvr.retrieval.tuning import catalog_spaces, labelled_rows
+from mvr.store import Catalog, Video
 
 METHODS: dict[str, Preset] = {preset.method: preset for preset in PRESETS.values()}
 """The methods every evaluation scores, by their names in the results: each preset's (mvr's and the study's)."""
@@ -80,6 +95,8 @@ class Evaluation:
     created: str
     results: list[Result]
     queries: str | None = None
+    tuned: CrossValidation | None = None
+    adaptive: Result | None = None
 
     def result(self, method: str, modality: str, metric: str | None = None) -> Result | None:
         """One result; ``metric`` defaults to the method's own choice for the modality. None when the method did
@@ -101,6 +118,8 @@ class Evaluation:
             "defaults": {name: dict(method.metrics) for name, method in METHODS.items()},
             "fusion": {**{name: method.fusion for name, method in METHODS.items()}, "weights": dict(EQUAL_WEIGHTS)},
             "results": [result.to_dict() for result in self.results],
+            "tuned": None if self.tuned is None else self.tuned.to_dict(),
+            "adaptive": None if self.adaptive is None else self.adaptive.to_dict(),
         }
 
 
@@ -163,9 +182,25 @@ def evaluate(
                 asked = None if queries is None else (searchers.pool(queries, spaces), query_videos)
                 scored[kind] = score_candidates(pool, videos, modality, k, protocol, queries=asked, fusion=fusion)
             results += [replace(result, method=name) for result in scored[kind]]
+    tuned = adaptive = None
+    spaces = catalog_spaces(catalog)
+    if protocol == "loo" and len(spaces) > 1:
+        tuned, adaptive = _fusions_beyond_presets(searchers.pool(catalog, spaces), videos, k)
     return Evaluation(k=k, protocol=protocol, catalog=str(catalog.root), videos=len(videos),
                       created=datetime.now(UTC).isoformat(timespec="seconds"), results=results,
-                      queries=None if queries is None else str(queries.root))
+                      queries=None if queries is None else str(queries.root), tuned=tuned, adaptive=adaptive)
+
+
+def _fusions_beyond_presets(pool: Pool, videos: dict[int, Video], k: int) -> tuple[CrossValidation, Result]:
+    """The tuned fusion, cross-validated, and the query-adaptive one, over every space of ``pool``."""
+    found = query_set(pool, videos, FUSED)
+    tuned = cross_validate(pool, labelled_rows(pool, videos), found, k)
+    # mvr's fused metric in every space, as its equal weights use: the two differ only in their weights.
+    metric = METHODS["mvr"].metrics[FUSED]
+    prior = {space: 1 / len(pool.spaces) for space in pool.spaces}
+    scores = score_queries(found, metric, Fusion("adaptive", prior), k).subset(found.answerable)
+    adaptive = summarise(scores, found.labels[found.answerable], FUSED, metric, k, found.chance, method="adaptive")
+    return tuned, adaptive
 
 
 def _check_extractors(catalog: Catalog, queries: Catalog) -> None:

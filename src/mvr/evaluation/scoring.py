@@ -10,6 +10,8 @@ from mvr.errors import MvrError
 from mvr.evaluation.protocols import holdout_queries
 from mvr.index.base import METRICS
 from mvr.retrieval.fusion import Fusion, Pool, distances
+from mvr.retrieval.ranking import excluded_pairs, first_k
+from mvr.retrieval.tuning import labelled_rows
 from mvr.store import Video
 
 # Queries are scored this many at a time, so that memory stays bounded on a large catalog.
@@ -30,12 +32,25 @@ class QueryScores:
         bool, ``(q,)``: the metric gave every candidate the same distance, or none a finite one.
     answerable : np.ndarray
         bool, ``(q,)``: at least one candidate has the query's label (a query without is not scored).
+    tied_at_cut : np.ndarray
+        bool, ``(q,)``: the k-th candidate ties with one left out (ranked by mvr's rule: video id ascending).
     """
 
     hits: np.ndarray
     average_precision: np.ndarray
     degenerate: np.ndarray
     answerable: np.ndarray
+    tied_at_cut: np.ndarray
+
+    @staticmethod
+    def concatenate(parts: list[QueryScores]) -> QueryScores:
+        """The scores of several batches of queries, in order."""
+        return QueryScores(*(np.concatenate([getattr(part, name) for part in parts])
+                             for name in QueryScores.__dataclass_fields__))
+
+    def subset(self, rows: np.ndarray) -> QueryScores:
+        """The scores of the queries at ``rows`` (indices or a mask)."""
+        return QueryScores(*(getattr(self, name)[rows] for name in QueryScores.__dataclass_fields__))
 
 
 def score_rankings(distances: np.ndarray, relevant: np.ndarray, pool_ids: np.ndarray, k: int) -> QueryScores:
@@ -65,20 +80,8 @@ def score_rankings(distances: np.ndarray, relevant: np.ndarray, pool_ids: np.nda
     total = relevant.sum(axis=1)
     precision_at = np.cumsum(found, axis=1) / np.arange(1, found.shape[1] + 1)
     average_precision = (precision_at * found).sum(axis=1) / np.maximum(total, 1)
-    return QueryScores(hits=hits, average_precision=average_precision, degenerate=degenerate, answerable=total > 0)
-
-
-def excluded_pairs(
-    query_keys: np.ndarray, query_groups: np.ndarray, pool_keys: np.ndarray, pool_groups: np.ndarray
-) -> np.ndarray:
-    """bool ``(q, n)``: candidates never ranked for a query, namely itself and the videos of its group.
-
-    Keys identify the videos (content hashes, so that a query from another catalog is recognised too). Groups are
-    strings, or None for a video with no group (then only the video itself is excluded).
-    """
-    same_group = (query_groups[:, None] == pool_groups[None, :]) & np.not_equal(query_groups, None)[:, None]
-    return same_group | (query_keys[:, None] == pool_keys[None, :])
-
+    return QueryScores(hits=hits, average_precision=average_precision, degenerate=degenerate, answerable=total > 0,
+                       tied_at_cut=first_k(distances, k).tied_at_cut & ~degenerate)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class Result:
     degenerate: bool
     labels: dict[str, float | None]
     chance: float
+    tied_at_cut: int = 0
 
     def to_dict(self) -> dict:
         """The JSON form of one result."""
@@ -105,9 +109,112 @@ class Result:
             "method": self.method, "modality": self.modality, "metric": self.metric,
             "precision": _round(self.precision), "map": _round(self.map), "queries": self.queries,
             "degenerate": self.degenerate, "labels": {label: _round(p) for label, p in self.labels.items()},
-            "chance": _round(self.chance),
+            "chance": _round(self.chance), "tied_at_cut": self.tied_at_cut,
         }
 
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """Who asks and what is ranked under one protocol: the queries, the candidates and which of them count.
+
+    Attributes
+    ----------
+    vectors : dict
+        space -> ``(q, dims)``: the queries' vectors.
+    ranked : Pool
+        The candidates.
+    labels : np.ndarray
+        object ``(q,)``: the queries' labels.
+    rows : np.ndarray
+        int ``(q,)``: each query's row in the catalog's pool (-1 for a query from another catalog).
+    excluded, relevant : np.ndarray
+        bool ``(q, n)``: candidates never ranked for the query (itself, its group); same-label candidates not
+        excluded.
+    answerable : np.ndarray
+        bool ``(q,)``: the query has a relevant candidate (only those are scored).
+    chance : float
+        The precision of a random ranking, averaged over the answerable queries.
+    """
+
+    vectors: dict[str, np.ndarray]
+    ranked: Pool
+    labels: np.ndarray
+    rows: np.ndarray
+    excluded: np.ndarray
+    relevant: np.ndarray
+    answerable: np.ndarray
+    chance: float
+
+
+def query_set(
+    pool: Pool,
+    videos: dict[int, Video],
+    modality: str,
+    protocol: str = "loo",
+    queries: tuple[Pool, dict[int, Video]] | None = None,
+) -> QuerySet:
+    """The queries and candidates of ``protocol`` on ``pool`` (see :func:`score_candidates`).
+
+    Raises
+    ------
+    MvrError
+        When no query has a same-label candidate outside its own group.
+    UsageError
+        When ``holdout`` finds too few videos of a label.
+    """
+    described = labelled_rows(pool, videos)
+    labels, groups, keys = described.labels, described.groups, described.keys
+    ranked = np.arange(pool.ids.size)
+    if protocol == "queries":
+        query_pool, query_videos = queries
+        described = labelled_rows(query_pool, query_videos)
+        query_labels, query_groups, query_keys = described.labels, described.groups, described.keys
+    else:
+        query_pool, query_labels, query_groups, query_keys = pool, labels, groups, keys
+    asked = np.flatnonzero(np.not_equal(query_labels, None))
+    if protocol == "holdout":
+        asked = asked[holdout_queries(keys[asked], labels[asked], groups[asked])]
+        ranked = np.setdiff1d(ranked, asked)
+    query_labels, query_groups, query_keys = query_labels[asked], query_groups[asked], query_keys[asked]
+    ranked_pool = pool if ranked.size == pool.ids.size else pool.subset(ranked)
+    excluded = excluded_pairs(query_keys, query_groups, keys[ranked], groups[ranked])
+    relevant = (query_labels[:, None] == labels[ranked][None, :]) & ~excluded
+    answerable = relevant.any(axis=1)
+    if not answerable.any():
+        raise MvrError(f"{modality}: no query has a same-label video outside its own group to find")
+    chance = float(np.mean(relevant.sum(axis=1)[answerable] / (~excluded).sum(axis=1)[answerable]))
+    return QuerySet(vectors={space: matrix[asked] for space, matrix in query_pool.matrices.items()},
+                    ranked=ranked_pool, labels=query_labels, rows=asked if protocol != "queries" else
+                    np.full(asked.size, -1), excluded=excluded, relevant=relevant, answerable=answerable,
+                    chance=chance)
+
+
+def score_queries(found: QuerySet, metric: str, fusion: Fusion | None, k: int,
+                  rows: np.ndarray | None = None) -> QueryScores:
+    """Rank the candidates for the queries at ``rows`` of ``found`` (by default all) and score the rankings."""
+    rows = np.arange(found.labels.size) if rows is None else np.asarray(rows)
+    return QueryScores.concatenate([
+        score_rankings(distances({space: vectors[chunk] for space, vectors in found.vectors.items()},
+                                 found.ranked, metric, fusion, found.excluded[chunk]).total,
+                       found.relevant[chunk], found.ranked.ids, k)
+        for chunk in (rows[start:start + _CHUNK] for start in range(0, rows.size, _CHUNK))
+    ])
+
+
+def summarise(scores: QueryScores, labels: np.ndarray, modality: str, metric: str, k: int, chance: float,
+              method: str = "") -> Result:
+    """One :class:`Result` from the scores of the answerable queries and their labels."""
+    degenerate = bool(scores.degenerate.all())
+    per_label = {str(label): None if degenerate else float(scores.hits[labels == label].mean() / k)
+                 for label in sorted(set(labels))}
+    return Result(
+        method=method, modality=modality, metric=metric,
+        precision=None if degenerate else float(scores.hits.sum() / (scores.hits.size * k)),
+        map=None if degenerate else float(scores.average_precision.mean()),
+        queries=int(scores.hits.size), degenerate=degenerate, labels=per_label, chance=chance,
+        tied_at_cut=int(scores.tied_at_cut.sum()),
+    )
 
 
 def score_candidates(
@@ -151,54 +258,11 @@ def score_candidates(
     UsageError
         When ``holdout`` finds too few videos of a label.
     """
-    labels, groups, keys = _describe(pool, videos)
-    ranked = np.arange(pool.ids.size)
-    if protocol == "queries":
-        query_pool, query_videos = queries
-        query_labels, query_groups, query_keys = _describe(query_pool, query_videos)
-    else:
-        query_pool, query_labels, query_groups, query_keys = pool, labels, groups, keys
-    asked = np.flatnonzero(np.not_equal(query_labels, None))
-    if protocol == "holdout":
-        asked = asked[holdout_queries(keys[asked], labels[asked], groups[asked])]
-        ranked = np.setdiff1d(ranked, asked)
-    query_labels, query_groups, query_keys = query_labels[asked], query_groups[asked], query_keys[asked]
-    ranked_pool = pool if ranked.size == pool.ids.size else pool.subset(ranked)
-    excluded = excluded_pairs(query_keys, query_groups, keys[ranked], groups[ranked])
-    relevant = (query_labels[:, None] == labels[ranked][None, :]) & ~excluded
-    answerable = relevant.any(axis=1)
-    if not answerable.any():
-        raise MvrError(f"{modality}: no query has a same-label video outside its own group to find")
-    chance = float(np.mean(relevant.sum(axis=1)[answerable] / (~excluded).sum(axis=1)[answerable]))
-    scored_labels = query_labels[answerable]
-    results = []
-    for metric in metrics:
-        parts = [
-            score_rankings(distances({space: matrix[asked[chunk]] for space, matrix in query_pool.matrices.items()},
-                                     ranked_pool, metric, fusion, excluded[chunk]).total,
-                           relevant[chunk], ranked_pool.ids, k)
-            for chunk in (slice(start, start + _CHUNK) for start in range(0, query_labels.size, _CHUNK))
-        ]
-        hits = np.concatenate([part.hits for part in parts])[answerable]
-        average_precision = np.concatenate([part.average_precision for part in parts])[answerable]
-        degenerate = bool(np.concatenate([part.degenerate for part in parts])[answerable].all())
-        per_label = {str(label): None if degenerate else float(hits[scored_labels == label].mean() / k)
-                     for label in sorted(set(scored_labels))}
-        results.append(Result(
-            method="", modality=modality, metric=metric,
-            precision=None if degenerate else float(hits.sum() / (hits.size * k)),
-            map=None if degenerate else float(average_precision.mean()),
-            queries=int(hits.size), degenerate=degenerate, labels=per_label, chance=chance,
-        ))
-    return results
-
-
-def _describe(pool: Pool, videos: dict[int, Video]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The labels, groups (None where missing) and content hashes of the candidates, as arrays."""
-    found = [videos[i] for i in pool.ids]
-    return (np.array([video.label or None for video in found], dtype=object),
-            np.array([video.group or None for video in found], dtype=object),
-            np.array([video.content_hash for video in found], dtype=object))
+    found = query_set(pool, videos, modality, protocol, queries)
+    scored_labels = found.labels[found.answerable]
+    return [summarise(score_queries(found, metric, fusion, k).subset(found.answerable), scored_labels, modality,
+                      metric, k, found.chance)
+            for metric in metrics]
 
 
 def _round(value: float | None) -> float | None:

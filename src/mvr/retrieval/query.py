@@ -15,12 +15,13 @@ import numpy as np
 from mvr import media
 from mvr.config import RuntimeSettings
 from mvr.errors import MediaError, UsageError
-from mvr.features import Extractor, SpaceOptions, build_extractors, extract_features
+from mvr.features import Extractor, FeatureGroup, SpaceOptions, build_extractors, extract_features
 from mvr.index.base import check_metric
 from mvr.ingest.policy import SourcePolicy
 from mvr.ingest.resolve import resolve
+from mvr.retrieval.explain import group_shares
 from mvr.retrieval.fusion import Fusion, Pool
-from mvr.retrieval.search import SearcherCache, rank
+from mvr.retrieval.search import Ranked, SearcherCache, rank
 from mvr.retrieval.targets import (
     DEFAULT_FUSION,
     EQUAL_WEIGHTS,
@@ -28,42 +29,89 @@ from mvr.retrieval.targets import (
     default_metrics,
     search_targets,
 )
+from mvr.retrieval.tuning import stored_tuning
 from mvr.store import Catalog, Video, catalog_options
+
+WEIGHT_ORIGINS = ("equal", "tuned", "explicit")
+"""Where a fused search's weights come from: mvr's equal default, the catalog's tuning, or the request."""
 
 
 @dataclass(frozen=True)
 class Match:
-    """One recommended video, and for a late-fused search each space's raw distance to the query."""
+    """One recommended video, and for a late-fused search why it is close.
+
+    Attributes
+    ----------
+    rank, video, distance
+        Its place (from 1), the video, and what ranked it.
+    parts : dict
+        Late fusion: space -> the space's raw distance to the query.
+    similarity : float, optional
+        The share of the query's other candidates that are farther (0-1); None where unknown.
+    why : dict
+        Late fusion: space -> ``{"distance", "metric", "weight", "score", "similarity", "groups",
+        "groups_measure"}``; the spaces' ``score`` (weighted z-scores) add up to ``distance``.
+    """
 
     rank: int
     video: Video
     distance: float
     parts: dict[str, float] = field(default_factory=dict)
+    similarity: float | None = None
+    why: dict[str, dict] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        """The fields of ``mvr query --json``."""
-        return {
+    def to_dict(self, explain: bool = False) -> dict:
+        """The fields of ``mvr query --json``; ``explain`` adds ``similarity`` and ``why``."""
+        found = {
             "rank": self.rank, "id": self.video.id, "title": self.video.title, "label": self.video.label,
             "source": self.video.source, "distance": self.distance,
         }
+        if explain:
+            found |= {"similarity": self.similarity, "why": self.why}
+        return found
 
 
 @dataclass
 class Recommendation:
-    """The answer to one query: what was asked, and the matches nearest first."""
+    """The answer to one query: what was asked, how it was searched, and the matches nearest first.
+
+    ``tied_at_cut``: the last match ties with a candidate left out (ties go by video id ascending).
+    """
 
     query: dict
     modality: str
     metric: str
     matches: list[Match]
     notes: list[str]
+    fusion: Fusion | None = None
+    weights_from: str = "equal"
+    tied_at_cut: bool = False
 
-    def to_dict(self) -> dict:
-        """The JSON of ``mvr query --json``."""
-        return {
+    @property
+    def explained(self) -> bool:
+        """Whether ``--json`` carries the explanations by default: for any fused search but mvr's equal weights,
+        whose JSON keeps the keys it always had."""
+        return self.fusion is not None and self.weights_from != "equal"
+
+    def to_dict(self, explain: bool | None = None) -> dict:
+        """The JSON of ``mvr query --json``.
+
+        ``explain`` (by default :attr:`explained`) adds ``fusion`` (method, weights, metrics and where the weights
+        come from) and each match's ``similarity`` and ``why``. ``tied_at_cut`` is there whenever it is true.
+        """
+        explain = self.explained if explain is None else explain
+        found = {
             "query": self.query, "modality": self.modality, "metric": self.metric,
-            "results": [match.to_dict() for match in self.matches],
+            "results": [match.to_dict(explain) for match in self.matches],
         }
+        if explain and self.fusion is not None:
+            found["fusion"] = {"method": self.fusion.method, "weights": dict(self.fusion.weights),
+                               "metrics": {space: self.fusion.metric_of(space, self.metric)
+                                           for space in self.fusion.spaces},
+                               "weights_from": self.weights_from}
+        if self.tied_at_cut:
+            found["tied_at_cut"] = True
+        return found
 
 
 @dataclass(frozen=True)
@@ -83,6 +131,37 @@ def fusion_for(modality: str, method: str = DEFAULT_FUSION) -> Fusion | None:
     return Fusion(method=method, weights=dict(EQUAL_WEIGHTS)) if modality == FUSED else None
 
 
+def catalog_fusion(
+    catalog: Catalog,
+    modality: str,
+    method: str = DEFAULT_FUSION,
+    *,
+    weights: Mapping[str, float] | None = None,
+    metric_given: bool = False,
+) -> tuple[Fusion | None, str]:
+    """The fusion a search of ``catalog`` uses, and where its weights come from (one of :data:`WEIGHT_ORIGINS`).
+
+    Explicit ``weights`` (their spaces are the fused ones) come first; then, for late and adaptive fusion, the
+    catalog's tuning (:func:`mvr.retrieval.tuning.stored_tuning`), whose per-space metrics apply unless the search
+    names a metric (``metric_given``); else mvr's equal weights. None for a space of its own.
+
+    Raises
+    ------
+    UsageError
+        For an unknown modality or fusion.
+    """
+    default = fusion_for(modality, method)
+    if default is None:
+        return None, "equal"
+    if weights:
+        return Fusion(method=method, weights=dict(weights)), "explicit"
+    tuning = stored_tuning(catalog) if method != "concat" else None
+    if tuning is None:
+        return default, "equal"
+    return Fusion(method=method, weights=dict(tuning.weights),
+                  metrics=None if metric_given else dict(tuning.metrics)), "tuned"
+
+
 def spaces_of(modality: str, fusion: Fusion | None) -> tuple[str, ...]:
     """The feature spaces a search target reads."""
     return fusion.spaces if fusion is not None else (modality,)
@@ -97,6 +176,7 @@ def recommend(
     k: int = 5,
     options: Mapping[str, SpaceOptions] | None = None,
     fusion: str = DEFAULT_FUSION,
+    weights: Mapping[str, float] | None = None,
     exact: bool = False,
     runtime: RuntimeSettings | None = None,
     policy: SourcePolicy | None = None,
@@ -114,13 +194,17 @@ def recommend(
     modality : str
         One of :func:`mvr.retrieval.search_targets`: a feature space, or ``fused``.
     metric : str, optional
-        By default the target's own (:func:`mvr.retrieval.default_metrics`).
+        By default the target's own (:func:`mvr.retrieval.default_metrics`); for a tuned fused search, each
+        space's tuned metric.
     k : int
         How many.
     options : mapping, optional
         Extractor options asked for (space -> options); they must agree with the catalog's.
     fusion : str
-        For ``fused``: ``late`` (mvr's) or ``concat`` (the study's).
+        For ``fused``: ``late`` (mvr's), ``adaptive`` or ``concat`` (the study's).
+    weights : mapping, optional
+        For ``fused``: space -> weight (:func:`mvr.retrieval.tuning.parse_weights`); by default the catalog's
+        tuned weights, else equal ones (:func:`catalog_fusion`).
     exact : bool
         Rank every candidate exactly, rather than shortlisting on a large catalog.
     runtime, policy, searchers, extractors
@@ -138,7 +222,8 @@ def recommend(
     UsageError
         For an unknown modality, metric or fusion.
     """
-    chosen_fusion = fusion_for(modality, fusion)
+    chosen_fusion, weights_from = catalog_fusion(catalog, modality, fusion, weights=weights,
+                                                 metric_given=metric is not None)
     metric = check_metric(metric or default_metrics()[modality])
     searchers = searchers or SearcherCache()
     spaces = spaces_of(modality, chosen_fusion)
@@ -148,7 +233,8 @@ def recommend(
     found = query_vectors(catalog, source, spaces, extractors=extractors, runtime=runtime or RuntimeSettings(),
                           policy=policy or SourcePolicy())
     return recommend_vectors(catalog, pool, found, modality, metric, fusion=chosen_fusion, k=k,
-                             searchers=None if exact else searchers)
+                             searchers=None if exact else searchers, weights_from=weights_from,
+                             groups={space: extractor.groups for space, extractor in extractors.items()})
 
 
 def recommend_vectors(
@@ -161,25 +247,51 @@ def recommend_vectors(
     fusion: Fusion | None = None,
     k: int = 5,
     searchers: SearcherCache | None = None,
+    weights_from: str = "equal",
+    groups: Mapping[str, tuple[FeatureGroup, ...]] | None = None,
 ) -> Recommendation:
     """Rank ``pool`` for a query whose vectors are already known (extracted, or cached by a service).
 
     A query the catalog holds (``query.description["id"]``) is left out of its own results. With ``searchers``,
     a large catalog is shortlisted by each space's searcher; without, every candidate is ranked exactly.
+    ``weights_from`` says where the fusion's weights came from (:func:`catalog_fusion`); ``groups`` (space -> its
+    extractor's feature groups) lets each fused match say which groups made it close.
     """
     query_id = query.description.get("id")
     exclude = frozenset([query_id]) if query_id is not None else frozenset()
     by_space = None
     if searchers is not None:
-        by_space = {space: searchers.searcher(catalog, space, metric) for space in pool.spaces}
+        by_space = {space: searchers.searcher(catalog, space, fusion.metric_of(space, metric) if fusion else metric)
+                    for space in pool.spaces}
     ranked = rank(query.vectors, pool, metric, fusion=fusion, k=k, exclude=exclude, searchers=by_space)
+    rows = np.searchsorted(pool.ids, ranked.ids)
     matches = [
         Match(rank=i + 1, video=catalog.get(int(video_id)), distance=float(distance),
-              parts={space: float(part[i]) for space, part in ranked.parts.items()})
+              parts={space: float(part[i]) for space, part in ranked.parts.items()},
+              similarity=None if ranked.similarity is None else float(ranked.similarity[i]),
+              why=_why(ranked, i, query.vectors, pool, rows[i], fusion, metric, groups or {}))
         for i, (video_id, distance) in enumerate(zip(ranked.ids, ranked.distances, strict=True))
     ]
     return Recommendation(query=query.description, modality=modality, metric=metric, matches=matches,
-                          notes=list(query.notes))
+                          notes=list(query.notes), fusion=fusion, weights_from=weights_from,
+                          tied_at_cut=ranked.tied_at_cut)
+
+
+def _why(ranked: Ranked, i: int, query: Mapping[str, np.ndarray], pool: Pool, row: int, fusion: Fusion | None,
+         metric: str, groups: Mapping[str, tuple[FeatureGroup, ...]]) -> dict[str, dict]:
+    """Match ``i``'s explanation by space (late and adaptive fusion only: they keep each space's part)."""
+    found = {}
+    for space, part in ranked.parts.items():
+        space_metric = fusion.metric_of(space, metric)
+        shares = group_shares(query[space], pool.matrices[space][row], space_metric, groups[space]) \
+            if space in groups else None
+        found[space] = {
+            "distance": float(part[i]), "metric": space_metric, "weight": float(fusion.weights[space]),
+            "score": float(ranked.scores[space][i]), "similarity": float(ranked.space_similarity[space][i]),
+            "groups": None if shares is None else shares.shares,
+            "groups_measure": None if shares is None else shares.measure,
+        }
+    return found
 
 
 def query_vectors(

@@ -33,10 +33,11 @@ from mvr.retrieval.fusion import (
     Distances,
     Fusion,
     Pool,
+    combine,
     distances,
     row_statistics,
-    row_z_scores,
 )
+from mvr.retrieval.ranking import farther_share, first_k
 from mvr.store import Catalog
 
 # Rows per fused shortlist from each space, at the least; and rows whose exact distances estimate each space's
@@ -59,12 +60,22 @@ class Ranked:
         Late fusion: space -> float64 ``(m,)``, the space's raw distances.
     scores : dict
         Late fusion: space -> float64 ``(m,)``, the space's weighted z-scores (they add up to ``distances``).
+    similarity : np.ndarray, optional
+        float64 ``(m,)``: the share of the query's other candidates that are farther (:func:`farther_share`);
+        None where only the first ``k`` were seen (one space's searcher).
+    space_similarity : dict
+        Late fusion: space -> float64 ``(m,)``, the same share by that space's distance alone.
+    tied_at_cut : bool
+        The k-th result has the same distance as a candidate left out (:mod:`mvr.retrieval.ranking`).
     """
 
     ids: np.ndarray
     distances: np.ndarray
     parts: dict[str, np.ndarray] = field(default_factory=dict)
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    similarity: np.ndarray | None = None
+    space_similarity: dict[str, np.ndarray] = field(default_factory=dict)
+    tied_at_cut: bool = False
 
 
 class SearcherCache:
@@ -147,10 +158,12 @@ def rank(
     exclude: Collection[int] = frozenset(),
     searchers: Mapping[str, Searcher] | None = None,
 ) -> Ranked:
-    """The ``k`` nearest videos of the pool to one query, nearest first; ties broken by video id.
+    """The ``k`` nearest videos of the pool to one query, nearest first; ties broken by video id ascending.
 
     Candidates whose distance is not a finite number (for example ``jensenshannon`` on negative values) are left
-    out. With late fusion the distance is the weighted sum of the spaces' z-scores, so it can be negative.
+    out. With late fusion the distance is the weighted sum of the spaces' z-scores, so it can be negative; the
+    answer then also gives each result's similarity (the share of candidates farther away). ``tied_at_cut`` says
+    when the k-th result ties with a candidate left out.
 
     Parameters
     ----------
@@ -159,7 +172,7 @@ def rank(
     pool : Pool
         The candidates (from :meth:`SearcherCache.pool`).
     metric : str
-        One of :data:`mvr.index.METRICS`.
+        One of :data:`mvr.index.METRICS`: every space's that the fusion gives no metric of its own.
     fusion : Fusion, optional
         For a pool of several spaces.
     k : int
@@ -180,20 +193,26 @@ def rank(
     excluded = np.isin(pool.ids, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
     if searchers and (fusion is None or fusion.method == "concat") and len(pool.spaces) == 1:
         (space,) = pool.spaces
-        found, ids = searchers[space].search(query[space][None], k, exclude=[exclude])
+        # One more than asked tells whether the k-th ties with the first candidate left out.
+        found, ids = searchers[space].search(query[space][None], k + 1, exclude=[exclude])
         kept = ids[0] >= 0
         # Equal distances all the way down might be a metric that ties everything: the exact scan tells.
         if kept.sum() > 1 and np.ptp(found[0][kept]) > 0.0:
-            return Ranked(ids=ids[0][kept], distances=found[0][kept])
+            tied = bool(kept[k:].any() and found[0][k] == found[0][k - 1])
+            return Ranked(ids=ids[0][:k][kept[:k]], distances=found[0][:k][kept[:k]], tied_at_cut=tied)
     # Below the scale sample's size, the exhaustive late fusion costs less than shortlists plus the sample.
-    if (searchers and fusion is not None and fusion.method == "late" and metric in COMPACT_METRICS
-            and pool.ids.size >= max(MIN_ROWS, _SCALE_SAMPLE_ROWS)):
+    if (searchers and fusion is not None and fusion.method == "late"
+            and pool.ids.size >= max(MIN_ROWS, _SCALE_SAMPLE_ROWS)
+            and all(fusion.metric_of(space, metric) in COMPACT_METRICS for space in pool.spaces)):
         return _rank_fused_shortlist(query, pool, metric, fusion, k, excluded, searchers)
     return _ranked(distances(query, pool, metric, fusion, excluded[None, :]), pool.ids, metric, k)
 
 
-def _ranked(found: Distances, ids: np.ndarray, metric: str, k: int) -> Ranked:
-    """The first row of ``found`` ranked: its ``k`` best, with each space's parts."""
+def _ranked(found: Distances, ids: np.ndarray, metric: str, k: int, outside: int = 0) -> Ranked:
+    """The first row of ``found`` ranked: its ``k`` best, with each space's parts and the similarities.
+
+    ``outside`` counts the candidates left out of ``found`` (by a shortlist) as farther than all of it.
+    """
     total = found.total[0]
     finite = np.isfinite(total)
     if not finite.any():
@@ -210,7 +229,11 @@ def _ranked(found: Distances, ids: np.ndarray, metric: str, k: int) -> Ranked:
     rows = rows[finite[rows]]
     return Ranked(ids=ids[rows], distances=total[rows],
                   parts={space: part[0][rows] for space, part in found.parts.items()},
-                  scores={space: score[0][rows] for space, score in found.scores.items()})
+                  scores={space: score[0][rows] for space, score in found.scores.items()},
+                  similarity=farther_share(total, rows, outside),
+                  space_similarity={space: farther_share(part[0], rows, outside)
+                                    for space, part in found.parts.items()},
+                  tied_at_cut=bool(first_k(found.total[:1], k).tied_at_cut[0]))
 
 
 def _rank_fused_shortlist(
@@ -233,12 +256,10 @@ def _rank_fused_shortlist(
     generator = np.random.default_rng(0)
     sample = np.sort(generator.choice(pool.ids.size, min(_SCALE_SAMPLE_ROWS, pool.ids.size), replace=False))
     sample = sample[~excluded[sample]]
-    found = Distances(np.zeros((1, rows.size)))
+    parts, scales = {}, {}
     for space in pool.spaces:
-        searcher = ExactSearcher(pool.ids, pool.matrices[space], metric)
-        part = searcher.subset(rows).distances(query[space])
-        scale = row_statistics(searcher.subset(sample).distances(query[space]))
-        score = fusion.weights[space] * row_z_scores(part, scale)
-        found.parts[space], found.scores[space] = part, score
-        found.total = found.total + score
-    return _ranked(found, pool.ids[rows], metric, k)
+        searcher = ExactSearcher(pool.ids, pool.matrices[space], fusion.metric_of(space, metric))
+        parts[space] = searcher.subset(rows).distances(query[space])
+        scales[space] = row_statistics(searcher.subset(sample).distances(query[space]))
+    outside = int((~excluded).sum()) - rows.size
+    return _ranked(combine(parts, fusion, scales), pool.ids[rows], metric, k, outside)

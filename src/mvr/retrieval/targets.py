@@ -9,8 +9,9 @@ from mvr.features import SPACES, space_names
 
 FUSED = "fused"
 """The name of the multimodal search (every fused space at once), beside the spaces' own names."""
-FUSIONS = ("late", "concat")
-"""How a fused search combines spaces: mvr's late fusion of z-scored distances, or the study's concatenation."""
+FUSIONS = ("late", "concat", "adaptive")
+"""How a fused search combines spaces: mvr's late fusion of z-scored distances, the study's concatenation, or late
+fusion whose weights adapt to each query (:func:`mvr.retrieval.fusion.adaptive_weights`)."""
 DEFAULT_FUSION = "late"
 EQUAL_WEIGHTS = {"audio": 0.5, "visual": 0.5}
 """The fused spaces and their weights by default: the study's two spaces, equally (``docs/evaluation.md``)."""

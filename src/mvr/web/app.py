@@ -30,12 +30,14 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from mvr import __version__
+from mvr.errors import UsageError
 from mvr.evaluation.report import RESULTS_FILE
 from mvr.index.base import METRICS
 from mvr.ingest.policy import AddressRefused, BadURL, check_url
 from mvr.retrieval.query import fusion_for, spaces_of
 from mvr.retrieval.search import SearcherCache
-from mvr.retrieval.targets import default_metrics, search_targets
+from mvr.retrieval.targets import FUSED, default_metrics, search_targets
+from mvr.retrieval.tuning import parse_weights
 from mvr.store import Catalog, Video
 from mvr.store.catalog import sweep_leftovers
 from mvr.web.jobs import QueryJob, QueryRunner, ThreadCatalogs
@@ -155,7 +157,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             asked = QueryRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             raise HTTPException(422, _one_line(exc)) from None
-        metric = asked.metric or default_metrics()[asked.modality]
+        search = _search_options(asked)
         if asked.url is not None:
             url = asked.url.strip()
             try:
@@ -164,11 +166,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 raise HTTPException(400, str(exc)) from None
             except AddressRefused as exc:
                 raise HTTPException(403, str(exc)) from None
-            return QueryJob(source=url, url=url, cache_key=f"url:{url}", modality=asked.modality, metric=metric,
-                            k=asked.k)
+            return QueryJob(source=url, url=url, cache_key=f"url:{url}", **search)
         video = await run_in_threadpool(_video_or_404, asked.video_id)
         return QueryJob(source=video.source, path=_media_path(video), cache_key=f"sha256:{video.content_hash}",
-                        modality=asked.modality, metric=metric, k=asked.k)
+                        **search)
 
     async def _upload_job(request: Request) -> QueryJob:
         # The server refuses a body longer than its Content-Length, so checking the header bounds the upload
@@ -183,12 +184,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 options = QueryOptions.model_validate({key: value for key, value in form.items() if key != "file"})
             except ValidationError as exc:
                 raise HTTPException(422, _one_line(exc)) from None
+            search = _search_options(options)
             filename = safe_filename(upload.filename)
             path, content_hash = await run_in_threadpool(
                 store_upload, upload.file, filename, settings.catalog / "tmp", settings.max_upload_bytes)
-        metric = options.metric or default_metrics()[options.modality]
         return QueryJob(source=filename, title=path.stem, path=path, upload_dir=path.parent,
-                        cache_key=f"sha256:{content_hash}", modality=options.modality, metric=metric, k=options.k)
+                        cache_key=f"sha256:{content_hash}", **search)
 
     @app.get("/api/queries/{query_id}", response_model=QueryStatus, responses=_ERRORS, tags=["queries"])
     def query_status(query_id: str) -> QueryStatus:
@@ -270,6 +271,20 @@ def catalog_targets(catalog: Catalog) -> list[str]:
     the fused spaces."""
     held = set(catalog.spaces())
     return [target for target in search_targets() if set(spaces_of(target, fusion_for(target))) <= held]
+
+
+def _search_options(options: QueryOptions) -> dict:
+    """A job's search fields from the request's options; 422 for weights that are not valid or not for fused."""
+    weights = None
+    if options.weights:
+        if options.modality != FUSED:
+            raise HTTPException(422, "weights: they weigh the spaces of a fused search (modality 'fused')")
+        try:
+            weights = parse_weights(options.weights)
+        except UsageError as exc:
+            raise HTTPException(422, str(exc)) from None
+    return {"modality": options.modality, "metric": options.metric or default_metrics()[options.modality],
+            "metric_given": options.metric is not None, "k": options.k, "weights": weights}
 
 
 def _check_length(request: Request, limit: int, item: str) -> None:

@@ -18,7 +18,7 @@ from mvr.errors import MediaError, MvrError
 from mvr.features import Extractor, build_extractors, space_names
 from mvr.retrieval.query import (
     QueryVectors,
-    fusion_for,
+    catalog_fusion,
     query_vectors,
     recommend_vectors,
     spaces_of,
@@ -67,7 +67,9 @@ class QueryJob:
 
     ``source`` is what the client named (URL, uploaded file name, catalog video) and ``title`` the name to show
     for a video the catalog does not hold (None: the downloaded one's); ``path`` is the file to read when it is
-    local (an upload, or a catalog video's media), and ``cache_key`` names its content.
+    local (an upload, or a catalog video's media), and ``cache_key`` names its content. ``metric_given`` says
+    whether the client chose the metric (else a tuned fused search keeps each space's tuned metric), ``weights``
+    the client's fusion weights (None: the catalog's).
     """
 
     source: str
@@ -75,6 +77,8 @@ class QueryJob:
     metric: str
     k: int
     cache_key: str
+    metric_given: bool = False
+    weights: dict[str, float] | None = None
     title: str | None = None
     url: str | None = None
     path: Path | None = None
@@ -132,7 +136,7 @@ class QueryRunner:
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="mvr-query")
         self._lock = threading.Lock()
         self._jobs: OrderedDict[str, QueryJob] = OrderedDict()
-        self._features: OrderedDict[tuple[str, str], QueryVectors] = OrderedDict()
+        self._features: OrderedDict[tuple[str, tuple[str, ...]], QueryVectors] = OrderedDict()
         # Built on the first query that extracts, with the catalog's options, and shared by the workers: each
         # extractor loads its model once.
         self._extractors: dict[str, Extractor] | None = None
@@ -189,7 +193,8 @@ class QueryRunner:
         try:
             catalog = self._catalogs.get()
             self._update(job, status="running", stage="preparing", progress=0.05)
-            fusion = fusion_for(job.modality)
+            fusion, weights_from = catalog_fusion(catalog, job.modality, weights=job.weights,
+                                                  metric_given=job.metric_given)
             spaces = spaces_of(job.modality, fusion)
             pool = self._searchers.pool(catalog, spaces)  # an empty catalog fails before any download
             features = self._query_features(catalog, job, spaces)
@@ -198,9 +203,12 @@ class QueryRunner:
             description = {**features.description, "source": job.source}
             if description["id"] is None and job.title:
                 description["title"] = job.title
+            groups = {space: extractor.groups for space, extractor in self._extractors_for(catalog).items()}
             found = recommend_vectors(catalog, pool, QueryVectors(description, features.vectors, features.notes),
-                                      job.modality, job.metric, fusion=fusion, k=job.k, searchers=self._searchers)
-            self._update(job, status="done", stage="done", progress=1.0, result=found.to_dict(),
+                                      job.modality, job.metric, fusion=fusion, k=job.k, searchers=self._searchers,
+                                      weights_from=weights_from, groups=groups)
+            # The API always explains: its model has room for the explanations, and the page draws them.
+            self._update(job, status="done", stage="done", progress=1.0, result=found.to_dict(explain=True),
                          notes=found.notes)
         except MediaError as exc:
             # The reason is about this query's source, whatever temporary path the extractor saw.
@@ -216,7 +224,7 @@ class QueryRunner:
             self._update(job, finished=time.monotonic())
 
     def _query_features(self, catalog: Catalog, job: QueryJob, spaces: tuple[str, ...]) -> QueryVectors:
-        key = (job.cache_key, job.modality)
+        key = (job.cache_key, spaces)
         with self._lock:
             cached = self._features.get(key)
             if cached is not None:

@@ -28,8 +28,12 @@ class QueryOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     modality: Modality = Field("audio", description="audio, visual, or fused (the multimodal search)")
-    metric: Metric | None = Field(None, description="distance metric; by default the modality's own")
+    metric: Metric | None = Field(None, description="distance metric; by default the modality's own (for a tuned"
+                                                    " fused search, each space's tuned one)")
     k: int = Field(5, ge=1, le=MAX_K, description="how many recommendations")
+    weights: dict[str, float] | str | None = Field(
+        None, description="fused search only: each space's weight, as an object or as text 'audio=0.7,visual=0.3';"
+                          " by default the catalog's tuned weights (mvr tune), else equal ones")
 
 
 class QueryRequest(QueryOptions):
@@ -62,8 +66,22 @@ class QueryDescription(BaseModel):
     label: str | None
 
 
+class SpaceReasonOut(BaseModel):
+    """Why a fused result is close, in one space (see ``docs/evaluation.md``, "Explained results")."""
+
+    distance: float = Field(description="the space's raw distance to the query")
+    metric: Metric
+    weight: float
+    score: float = Field(description="the space's weighted z-score: the spaces' scores add up to the fused distance")
+    similarity: float = Field(description="share of the query's other candidates farther in this space (0-1)")
+    groups: dict[str, float] | None = Field(
+        description="each feature group's share of the distance (or similarity, see groups_measure); null where"
+                    " the metric does not split by group")
+    groups_measure: str | None
+
+
 class MatchOut(BaseModel):
-    """One recommended video (the fields of ``mvr query --json``)."""
+    """One recommended video (the fields of ``mvr query --json --explain``)."""
 
     rank: int
     id: int
@@ -71,15 +89,29 @@ class MatchOut(BaseModel):
     label: str | None
     source: str
     distance: float
+    similarity: float | None = Field(None, description="share of the query's other candidates farther away (0-1)")
+    why: dict[str, SpaceReasonOut] | None = Field(None, description="fused search: space -> why it is close")
+
+
+class FusionOut(BaseModel):
+    """How a fused search combined the spaces."""
+
+    method: str
+    weights: dict[str, float]
+    metrics: dict[str, Metric]
+    weights_from: Literal["equal", "tuned", "explicit"]
 
 
 class RecommendationOut(BaseModel):
-    """The answer to a query (the JSON of ``mvr query --json``)."""
+    """The answer to a query (the JSON of ``mvr query --json --explain``)."""
 
     query: QueryDescription
     modality: Modality
     metric: Metric
     results: list[MatchOut]
+    fusion: FusionOut | None = None
+    tied_at_cut: bool = Field(False, description="the last result ties with candidates left out (ties go by video"
+                                                 " id ascending)")
 
 
 class QueryStatus(BaseModel):

@@ -177,9 +177,18 @@ function chooseFile(file) {
   }
 }
 
+// The options every query sends: the modality, and the metric and fusion weights when chosen.
+function searchOptions() {
+  const options = { modality: state.modality };
+  const metric = $("#metric").value;
+  const weights = $("#weights").value.trim();
+  if (metric) options.metric = metric;
+  if (weights && state.modality === "fused") options.weights = weights;
+  return options;
+}
+
 function queryBody() {
   const url = $("#url").value.trim();
-  const metric = $("#metric").value;
   if (state.file) {
     if (state.file.size > state.info.max_upload_bytes) {
       const limit = formatBytes(state.info.max_upload_bytes);
@@ -187,12 +196,11 @@ function queryBody() {
     }
     const form = new FormData();
     form.append("file", state.file);
-    form.append("modality", state.modality);
-    if (metric) form.append("metric", metric);
+    for (const [name, value] of Object.entries(searchOptions())) form.append(name, value);
     return form;
   }
   if (!url) throw new Error("Paste a video URL or drop a video file first.");
-  return metric ? { url, modality: state.modality, metric } : { url, modality: state.modality };
+  return { url, ...searchOptions() };
 }
 
 async function runQuery(body, query) {
@@ -249,8 +257,12 @@ function showResults(status, query) {
   $("#query-notes").replaceChildren(...status.notes.map((note) => element("li", "", note)));
 
   const results = found.results;
+  const measure = found.fusion
+    ? `${found.fusion.method} fusion, ${found.fusion.weights_from} weights ${weightsText(found.fusion.weights)}`
+    : `${found.metric} distance`;
   $("#results-heading").textContent =
-    `${results.length} recommendations · ${modalityName(found.modality)} · ${found.metric} distance`;
+    `${results.length} recommendations · ${modalityName(found.modality)} · ${measure}`;
+  $("#tie-badge").hidden = !found.tied_at_cut;
   const distances = results.map((match) => match.distance);
   const nearest = Math.min(...distances);
   const spread = Math.max(...distances) - nearest || 1;
@@ -260,7 +272,12 @@ function showResults(status, query) {
     card.dataset.videoId = match.id;
     fillCard(card, match);
     $(".rank", card).textContent = `#${match.rank}`;
-    $(".distance", card).textContent = `distance ${match.distance.toPrecision(4)}`;
+    // A fused distance is a sum of z-scores, often negative: people read the similarity instead.
+    $(".distance", card).textContent = match.similarity != null && found.fusion
+      ? `${Math.round(100 * match.similarity)}% similar`
+      : `distance ${match.distance.toPrecision(4)}`;
+    $(".distance", card).title = "similarity: the share of the catalog's other candidates that are farther away";
+    if (match.why) $(".card-body", card).append(spaceBars(match.why));
     // Relative closeness among these results: the nearest fills the bar, the farthest a fifth of it.
     const bar = $(".similar-bar div", card);
     bar.style.width = `${Math.round(100 - 80 * (match.distance - nearest) / spread)}%`;
@@ -268,6 +285,30 @@ function showResults(status, query) {
     return card;
   }));
   $("#results").hidden = false;
+}
+
+function weightsText(weights) {
+  return Object.entries(weights).map(([space, weight]) => `${modalityName(space)} ${weight.toFixed(2)}`).join(", ");
+}
+
+// One bar per feature space: how close the result is in that space alone; the tooltip says what made it close.
+function spaceBars(why) {
+  const bars = element("div", "space-bars");
+  for (const [space, reason] of Object.entries(why)) {
+    const track = element("div", "track");
+    const fill = element("div", "fill");
+    fill.style.width = `${Math.round(100 * reason.similarity)}%`;
+    track.append(fill);
+    const groups = Object.entries(reason.groups || {}).sort((a, b) => b[1] - a[1])
+      .map(([group, share]) => `${group} ${Math.round(100 * share)}%`);
+    track.title = [`${reason.metric} distance ${reason.distance.toPrecision(4)}, weight ${reason.weight.toFixed(2)}`,
+      ...(groups.length ? [`${reason.groups_measure}: ${groups.join(", ")}`] : [])].join("\n");
+    const row = [element("span", "space-name", modalityName(space)), track,
+      element("span", "space-value", `${Math.round(100 * reason.similarity)}%`)];
+    row[1].dataset.space = space;
+    bars.append(...row);
+  }
+  return bars;
 }
 
 function setUpSearch() {
@@ -308,9 +349,7 @@ function findSimilar(video) {
   location.hash = "#/search";
   chooseFile(null);
   $("#url").value = "";
-  const metric = $("#metric").value;
-  const body = { video_id: video.id, modality: state.modality, ...(metric ? { metric } : {}) };
-  runQuery(body, { source: video.source });
+  runQuery({ video_id: video.id, ...searchOptions() }, { source: video.source });
 }
 
 // collection ----------------------------------------------------------------------------------------------------

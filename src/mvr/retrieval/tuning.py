@@ -1,0 +1,324 @@
+"""Fusion weights and per-space metrics learned from a catalog's labels (``mvr tune``).
+
+The choice maximises leave-one-out precision@k over the labelled videos, a query's own group (two excerpts of one
+song) never ranked for it, exactly as ``mvr evaluate`` scores. It is made from the stored vectors in two steps:
+
+1. each space's metric, among :data:`TUNING_METRICS`, by that space's own precision@k;
+2. the weights, on a grid over the simplex (steps of :data:`WEIGHT_STEP`), with those metrics. Each space's
+   distance matrix (queries x candidates, z-scored per query as late fusion does) is computed once; a grid point
+   is then one weighted sum and one linear-time cut per query (:func:`mvr.retrieval.ranking.first_k`).
+
+Equal scores go to the weights nearest equal ones. The cost is one distance matrix per space and metric
+(``queries x videos x dims``) plus ``grid points x queries x videos`` additions; queries beyond
+:data:`MAX_QUERIES` are sampled evenly (``docs/evaluation.md`` gives the times).
+
+The choice is stored in the catalog's settings under :data:`TUNING_KEY`, as JSON, with how it was obtained; fused
+queries use it while the catalog's extractors are those it was tuned on (:func:`stored_tuning`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+
+from mvr.errors import UsageError
+from mvr.features import SPACES, space_names
+from mvr.index.base import METRICS
+from mvr.retrieval.fusion import Fusion, Pool, distances, row_z_scores
+from mvr.retrieval.ranking import excluded_pairs, first_k
+from mvr.store import Catalog, Video
+
+TUNING_KEY = "fusion.tuned"
+"""The catalog setting that holds the tuned fusion (JSON of :meth:`Tuning.to_dict`)."""
+TUNING_METRICS = tuple(m for m in METRICS if m not in ("hamming", "jaccard", "sokalsneath", "jensenshannon"))
+"""The metrics tuning chooses from: the boolean ones and jensenshannon tie or fail on real-valued features."""
+WEIGHT_STEP = 0.1
+MIN_LABELS = 2
+MIN_LABELLED = 10
+MAX_QUERIES = 500
+"""Labelled queries a tuning scores at most (taken evenly from the labelled videos); every video is ranked."""
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """A fusion chosen from the labels, and how it was chosen.
+
+    Attributes
+    ----------
+    weights : dict
+        space -> weight (they add up to 1).
+    metrics : dict
+        space -> metric.
+    k : int
+        The precision@k maximised.
+    labels : list of str
+        The labels used.
+    videos : int
+        Labelled videos used.
+    score : float or None
+        Leave-one-out precision@k of the choice on the labels it was chosen from (in-sample, optimistic: see
+        ``mvr evaluate`` for the cross-validated figure); None when not tuned.
+    equal_score : float or None
+        The same for equal weights and the chosen metrics.
+    created : str
+        When (UTC, ISO 8601).
+    extractors : dict
+        space -> the extractor string of the vectors tuned on.
+    tuned : bool
+        False when there were too few labels: the weights are then equal, and ``reason`` says why.
+    reason : str
+        What was done, in a sentence.
+    """
+
+    weights: dict[str, float]
+    metrics: dict[str, str]
+    k: int
+    labels: list[str]
+    videos: int
+    score: float | None
+    equal_score: float | None
+    created: str
+    extractors: dict[str, str]
+    tuned: bool
+    reason: str
+
+    def fusion(self, method: str = "late") -> Fusion:
+        """The fusion this tuning chose."""
+        return Fusion(method=method, weights=dict(self.weights), metrics=dict(self.metrics))
+
+    def to_dict(self) -> dict:
+        """The JSON form (stored under :data:`TUNING_KEY`, printed by ``mvr tune --json``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, found: Mapping) -> Tuning:
+        """The tuning of :meth:`to_dict`'s JSON."""
+        return cls(**{name: found[name] for name in cls.__dataclass_fields__})
+
+
+def weight_grid(spaces: int, step: float = WEIGHT_STEP) -> np.ndarray:
+    """Every weight vector of ``spaces`` non-negative weights adding up to 1, in multiples of ``step``.
+
+    Returns
+    -------
+    np.ndarray
+        float64 ``(points, spaces)``.
+    """
+    parts = round(1 / step)
+    points = [combo for combo in itertools.product(range(parts + 1), repeat=spaces - 1) if sum(combo) <= parts]
+    return np.array([[*combo, parts - sum(combo)] for combo in points], dtype=np.float64) / parts
+
+
+@dataclass(frozen=True)
+class LabelledRows:
+    """The labels, groups and keys (content hashes) of a pool's rows, as object arrays (None where missing)."""
+
+    labels: np.ndarray
+    groups: np.ndarray
+    keys: np.ndarray
+
+
+def tune_pool(
+    pool: Pool,
+    rows: LabelledRows,
+    *,
+    k: int = 5,
+    within: np.ndarray | None = None,
+    metrics: tuple[str, ...] = TUNING_METRICS,
+    step: float = WEIGHT_STEP,
+    max_queries: int = MAX_QUERIES,
+) -> Tuning:
+    """Choose each space's metric and the spaces' weights for the pool, from its rows' labels.
+
+    Parameters
+    ----------
+    pool : Pool
+        The vectors, every space fused.
+    rows : LabelledRows
+        Of the pool's rows.
+    k : int
+        Recommendations per query.
+    within : np.ndarray, optional
+        Positions of the rows to tune on: they are the queries (the labelled ones) and the candidates; by default
+        all. Cross-validation passes the training folds' rows.
+    metrics : tuple of str
+        The metrics to choose from.
+    step : float
+        The weight grid's step.
+    max_queries : int
+        Queries scored at most.
+
+    Returns
+    -------
+    Tuning
+        ``created`` and ``extractors`` left empty (:func:`tune_catalog` fills them).
+
+    Raises
+    ------
+    UsageError
+        For k below 1 or an unknown metric.
+    """
+    if k < 1:
+        raise UsageError("k must be at least 1")
+    within = np.arange(pool.ids.size) if within is None else np.asarray(within)
+    spaces = pool.spaces
+    equal = {space: 1 / len(spaces) for space in spaces}
+    labels = rows.labels[within]
+    labelled = np.flatnonzero(np.not_equal(labels, None))
+    names = sorted({str(label) for label in labels[labelled]})
+    default_metrics = {space: SPACES[space].default_metric if space in SPACES else "cosine" for space in spaces}
+    if len(names) < MIN_LABELS or labelled.size < MIN_LABELLED:
+        return Tuning(weights=equal, metrics=default_metrics, k=k, labels=names, videos=int(labelled.size),
+                      score=None, equal_score=None, created="", extractors={}, tuned=False,
+                      reason=f"kept equal weights: tuning needs at least {MIN_LABELS} labels and {MIN_LABELLED}"
+                             f" labelled videos, these have {len(names)} and {labelled.size}")
+    used = int(labelled.size)
+    if labelled.size > max_queries:
+        labelled = labelled[np.linspace(0, labelled.size - 1, max_queries).round().astype(np.int64)]
+    queries, candidates = within[labelled], within
+    excluded = excluded_pairs(rows.keys[queries], rows.groups[queries], rows.keys[candidates],
+                              rows.groups[candidates])
+    relevant = (rows.labels[queries][:, None] == rows.labels[candidates][None, :]) & ~excluded
+    answerable = relevant.any(axis=1)
+    if not answerable.any():
+        return Tuning(weights=equal, metrics=default_metrics, k=k, labels=names, videos=used,
+                      score=None, equal_score=None, created="", extractors={}, tuned=False,
+                      reason="kept equal weights: no labelled video has a same-label video outside its group")
+    relevant, excluded = relevant[answerable], excluded[answerable]
+    queries = queries[answerable]
+    candidate_pool = pool.subset(candidates)
+    chosen, scaled = {}, {}
+    for space in spaces:
+        single = Pool(ids=candidate_pool.ids, matrices={space: candidate_pool.matrices[space]})
+        best = None
+        # The space's own default first, so that it wins a tie.
+        for metric in sorted(metrics, key=lambda m: (m != default_metrics[space], METRICS.index(m))):
+            found = distances({space: pool.matrices[space][queries]}, single, metric, None, excluded).total
+            if not np.isfinite(found).any(axis=1).all():
+                continue  # a metric that cannot rank some query is not a candidate
+            precision = precision_at_k(found, relevant, k)
+            if best is None or precision > best[0]:
+                best = (precision, metric, found)
+        if best is None:
+            raise UsageError(f"{space}: none of {', '.join(metrics)} ranks every query")
+        chosen[space] = best[1]
+        scaled[space] = row_z_scores(best[2]).astype(np.float32)
+    grid = weight_grid(len(spaces), step)
+    scores = np.array([precision_at_k(_weighted(scaled, spaces, point), relevant, k) for point in grid])
+    balance = np.abs(grid - 1 / len(spaces)).sum(axis=1)
+    winner = np.lexsort((balance, -scores))[0]
+    weights = {space: round(float(w), 6) for space, w in zip(spaces, grid[winner], strict=True)}
+    equal_score = precision_at_k(_weighted(scaled, spaces, np.full(len(spaces), 1 / len(spaces))), relevant, k)
+    return Tuning(weights=weights, metrics=chosen, k=k, labels=names, videos=used,
+                  score=round(float(scores[winner]), 4), equal_score=round(equal_score, 4), created="",
+                  extractors={}, tuned=True,
+                  reason=f"tuned on {queries.size} labelled videos ({len(names)} labels), {grid.shape[0]} weight"
+                         f" points")
+
+
+def _weighted(scaled: dict[str, np.ndarray], spaces: tuple[str, ...], point: np.ndarray) -> np.ndarray:
+    total = None
+    for space, weight in zip(spaces, point, strict=True):
+        if weight:
+            total = weight * scaled[space] if total is None else total + weight * scaled[space]
+    return total
+
+
+def precision_at_k(found: np.ndarray, relevant: np.ndarray, k: int) -> float:
+    """Precision@k of many rankings at once, by mvr's ranking rule: relevant candidates among each first ``k``.
+
+    ``found`` is ``(q, n)`` (NaN: not ranked, columns in ascending id), ``relevant`` bool ``(q, n)``.
+    """
+    return float((first_k(found, k).taken & relevant).sum() / (found.shape[0] * k))
+
+
+def labelled_rows(pool: Pool, videos: Mapping[int, Video]) -> LabelledRows:
+    """The labels, groups and content hashes of the pool's videos (``videos``: id -> video)."""
+    found = [videos[int(i)] for i in pool.ids]
+    return LabelledRows(labels=np.array([video.label or None for video in found], dtype=object),
+                        groups=np.array([video.group or None for video in found], dtype=object),
+                        keys=np.array([video.content_hash for video in found], dtype=object))
+
+
+def catalog_spaces(catalog: Catalog) -> tuple[str, ...]:
+    """The registered spaces the catalog has vectors of, in fusing order."""
+    return tuple(space for space in space_names() if catalog.setting(f"extractor.{space}") is not None)
+
+
+def tune_catalog(catalog: Catalog, k: int = 5, pool: Pool | None = None) -> Tuning:
+    """Tune the fusion of every space the catalog holds on its labelled videos (see :func:`tune_pool`).
+
+    ``pool`` (the catalog's vectors of those spaces, from :meth:`mvr.retrieval.search.SearcherCache.pool`) is
+    loaded when not given.
+
+    Raises
+    ------
+    CatalogError
+        When no video has every space.
+    UsageError
+        For k below 1, or a catalog of fewer than two spaces.
+    """
+    from mvr.retrieval.search import SearcherCache  # the searchers' module loads the index builders
+
+    spaces = catalog_spaces(catalog)
+    if len(spaces) < 2:
+        raise UsageError(f"{catalog.root}: fusion needs two feature spaces, this catalog has {', '.join(spaces)}")
+    pool = pool or SearcherCache().pool(catalog, spaces)
+    found = tune_pool(pool, labelled_rows(pool, {video.id: video for video in catalog.videos()}), k=k)
+    extractors = {space: catalog.setting(f"extractor.{space}") for space in spaces}
+    return Tuning(**{**found.to_dict(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                     "extractors": extractors})
+
+
+def store_tuning(catalog: Catalog, tuning: Tuning) -> None:
+    """Keep a tuning in the catalog's settings, for fused queries to use by default."""
+    catalog.set_setting(TUNING_KEY, json.dumps(tuning.to_dict(), sort_keys=True))
+
+
+def stored_tuning(catalog: Catalog) -> Tuning | None:
+    """The catalog's stored tuning, when there is one and its extractors are still the catalog's."""
+    text = catalog.setting(TUNING_KEY)
+    if text is None:
+        return None
+    found = Tuning.from_dict(json.loads(text))
+    current = {space: catalog.setting(f"extractor.{space}") for space in found.weights}
+    return found if found.tuned and current == found.extractors else None
+
+
+def parse_weights(text: str | Mapping[str, float]) -> dict[str, float]:
+    """Fusion weights from ``audio=0.7,visual=0.3`` (or a mapping), scaled to add up to 1.
+
+    The spaces named are the spaces fused, in the registry's order.
+
+    Raises
+    ------
+    UsageError
+        For text that is not ``space=number`` pairs, an unknown space, a negative weight, or weights adding up to
+        nothing.
+    """
+    if isinstance(text, str):
+        found = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, sep, value = item.partition("=")
+            try:
+                found[name.strip()] = float(value) if sep else float("nan")
+            except ValueError:
+                found[name.strip()] = float("nan")
+            if not np.isfinite(found[name.strip()]):
+                raise UsageError(f"weights: '{item}' is not space=number (example: audio=0.7,visual=0.3)")
+    else:
+        found = {str(name): float(value) for name, value in text.items()}
+    unknown = [name for name in found if name not in SPACES]
+    if unknown:
+        raise UsageError(f"weights: unknown feature space '{unknown[0]}'; choose among {', '.join(space_names())}")
+    if any(value < 0 or not np.isfinite(value) for value in found.values()):
+        raise UsageError("weights: every weight must be a non-negative number")
+    total = sum(found.values())
+    if total <= 0:
+        raise UsageError("weights: at least one weight must be above 0 (example: audio=0.7,visual=0.3)")
+    return {space: found[space] / total for space in space_names() if space in found}
