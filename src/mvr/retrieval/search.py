@@ -7,9 +7,10 @@ catalog's storage order, not an answer: :func:`rank` raises :class:`DegenerateMe
 
 The catalog's searchers are built by a :class:`SearcherCache`, which whoever owns the catalog's queries keeps (a
 command, the web service): it holds each space's float64 vectors and searchers per catalog folder, space,
-extractor and catalog generation, shared by threads and rebuilt only when the catalog changes.
+extractor and catalog generation, shared by threads. A large catalog's FAISS index is saved beside it
+(:func:`mvr.index.build.catalog_searcher`): a new process loads it, and after videos are added it takes their rows.
 
-On large catalogs (:data:`mvr.index.compact.MIN_ROWS` videos and more) a fused search asks each space's searcher
+On large catalogs (where a space has an approximate searcher) a fused search asks each space's searcher
 for a shortlist, ranks the union of the shortlists with the exact per-space distances, and puts each space on
 its scale with statistics from a fixed sample of the catalog; ``exact=True`` scans everything instead.
 ``docs/performance.md`` gives the times and the recall.
@@ -26,8 +27,7 @@ import numpy as np
 
 from mvr.errors import CatalogError, DegenerateMetricError
 from mvr.index.base import Searcher, check_metric
-from mvr.index.build import build_searcher
-from mvr.index.compact import COMPACT_METRICS, MIN_ROWS
+from mvr.index.build import FAISS_MIN_ROWS, catalog_searcher
 from mvr.index.exact import ExactSearcher
 from mvr.retrieval.fusion import (
     Distances,
@@ -73,9 +73,18 @@ class SearcherCache:
     One cache serves every thread and every open connection of a process: entries are keyed by catalog folder,
     spaces, extractors and the catalog's generation (:meth:`mvr.store.Catalog.generation`), so that a connection
     per thread finds what another thread built, and a change by any process is seen at the next query.
+
+    Parameters
+    ----------
+    threads : int
+        Threads a FAISS searcher may use in one call (a web server's query threads each make their own calls).
+    min_rows : int
+        Rows of a space from which its searcher is a saved FAISS index rather than the exact scan.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1, min_rows: int = FAISS_MIN_ROWS) -> None:
+        self.threads = threads
+        self.min_rows = min_rows
         self._lock = threading.Lock()
         self._pools: dict[tuple, Pool] = {}
         self._searchers: dict[tuple, Searcher] = {}
@@ -103,13 +112,17 @@ class SearcherCache:
             return self._pools.setdefault(key, found)
 
     def searcher(self, catalog: Catalog, space: str, metric: str, *, exact: bool = False) -> Searcher:
-        """The searcher of one space's vectors for ``metric`` (compact where it pays, unless ``exact``)."""
+        """The searcher of one space's vectors for ``metric``: the catalog's saved FAISS index where one pays
+        (:func:`mvr.index.build.catalog_searcher`: loaded, brought up to date, or built and saved), unless
+        ``exact``."""
         pool = self.pool(catalog, (space,))
         key = (*self._key(catalog, (space,)), metric, exact)
-        with self._lock:
+        with self._lock:  # one build per key, whichever thread asks first; the others wait for it
             found = self._searchers.get(key)
             if found is None:
-                found = self._searchers[key] = build_searcher(pool.ids, pool.matrices[space], metric, exact=exact)
+                found = self._searchers[key] = catalog_searcher(catalog, space, pool.ids, pool.matrices[space],
+                                                                metric, exact=exact, threads=self.threads,
+                                                                min_rows=self.min_rows)
             return found
 
     @staticmethod
@@ -185,9 +198,10 @@ def rank(
         # Equal distances all the way down might be a metric that ties everything: the exact scan tells.
         if kept.sum() > 1 and np.ptp(found[0][kept]) > 0.0:
             return Ranked(ids=ids[0][kept], distances=found[0][kept])
-    # Below the scale sample's size, the exhaustive late fusion costs less than shortlists plus the sample.
-    if (searchers and fusion is not None and fusion.method == "late" and metric in COMPACT_METRICS
-            and pool.ids.size >= max(MIN_ROWS, _SCALE_SAMPLE_ROWS)):
+    # Shortlists pay where a space has an approximate searcher; below the scale sample's size, the exhaustive late
+    # fusion costs less than shortlists plus the sample.
+    if (searchers and fusion is not None and fusion.method == "late" and pool.ids.size >= _SCALE_SAMPLE_ROWS
+            and any(not isinstance(searchers[space], ExactSearcher) for space in pool.spaces)):
         return _rank_fused_shortlist(query, pool, metric, fusion, k, excluded, searchers)
     return _ranked(distances(query, pool, metric, fusion, excluded[None, :]), pool.ids, metric, k)
 
