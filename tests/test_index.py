@@ -3,7 +3,10 @@ catalog's saved index (reopened, following added videos, rebuilt when stale)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from mvr.retrieval.search import SearcherCache, rank
 from mvr.store import Catalog, NewVideo
 
 ROWS = FAISS_MIN_ROWS
+SOURCE = Path(__file__).resolve().parents[1] / "src"
 AUDIO_DIMS, VISUAL_DIMS = 24, 640
 
 
@@ -222,3 +226,12 @@ def test_reindex_rebuilds_the_saved_indexes(catalog_dir: Path) -> None:
                                                                            ("audio", "euclidean", CATALOG_ROWS)}
         assert (catalog.index_folder("audio", "euclidean") / "index.faiss").stat().st_ino != before
         assert FaissSearcher.saved_meta(catalog.index_folder("audio", "braycurtis"))["generation"] == CATALOG_ROWS
+
+
+def test_faiss_is_loaded_only_to_rank_a_large_catalog() -> None:
+    # A new interpreter: this one has imported faiss for the other tests.
+    code = "\n".join(["import sys", "import numpy as np", "import mvr.cli.commands, mvr.retrieval.search",
+                      "from mvr.index.build import build_searcher",
+                      "build_searcher(np.arange(10), np.ones((10, 3)), 'cosine')  # a small catalog: exact",
+                      "assert 'faiss' not in sys.modules"])
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(SOURCE)})
