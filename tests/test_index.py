@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,18 @@ def test_the_saved_index_is_reopened_and_follows_added_videos(catalog_dir: Path,
         got = grown.search(added, 5)
         np.testing.assert_array_equal(got[1], expected[1])
         np.testing.assert_array_equal(got[0], expected[0])
+
+
+def test_threads_asking_at_once_share_one_build(catalog_dir: Path) -> None:
+    shared = cache()
+
+    def ask(_: int) -> FaissSearcher:
+        with Catalog.open(catalog_dir) as catalog:  # a connection per thread, as the web service has
+            return shared.searcher(catalog, "audio", "cityblock")
+
+    with ThreadPoolExecutor(4) as threads:
+        found = list(threads.map(ask, range(4)))
+    assert isinstance(found[0], FaissSearcher) and all(searcher is found[0] for searcher in found)
 
 
 def test_a_stale_or_foreign_index_is_rebuilt_never_used(catalog_dir: Path, audio: np.ndarray) -> None:

@@ -88,6 +88,7 @@ class SearcherCache:
         self._lock = threading.Lock()
         self._pools: dict[tuple, Pool] = {}
         self._searchers: dict[tuple, Searcher] = {}
+        self._building: dict[tuple, threading.Lock] = {}  # per key: a FAISS build takes seconds to a minute
 
     def pool(self, catalog: Catalog, spaces: tuple[str, ...]) -> Pool:
         """The vectors of the videos that have every space in ``spaces``, aligned, as float64.
@@ -117,12 +118,21 @@ class SearcherCache:
         ``exact``."""
         pool = self.pool(catalog, (space,))
         key = (*self._key(catalog, (space,)), metric, exact)
-        with self._lock:  # one build per key, whichever thread asks first; the others wait for it
+        with self._lock:
             found = self._searchers.get(key)
+            if found is not None:
+                return found
+            building = self._building.setdefault(key, threading.Lock())
+        # One build per key, by whichever thread asks first; threads asking for other keys do not wait for it.
+        with building:
+            with self._lock:
+                found = self._searchers.get(key)
             if found is None:
-                found = self._searchers[key] = catalog_searcher(catalog, space, pool.ids, pool.matrices[space],
-                                                                metric, exact=exact, threads=self.threads,
-                                                                min_rows=self.min_rows)
+                found = catalog_searcher(catalog, space, pool.ids, pool.matrices[space], metric, exact=exact,
+                                         threads=self.threads, min_rows=self.min_rows)
+                with self._lock:
+                    self._searchers[key] = found
+                    self._building.pop(key, None)
             return found
 
     @staticmethod
