@@ -106,10 +106,10 @@ class SearcherCache:
         found = _load_pool(catalog, spaces)
         with self._lock:
             # Entries of an older generation of the same catalog are dead: drop them with the new one's arrival.
-            for old in [k for k in self._pools if k[0] == key[0] and k[-1] != key[-1]]:
-                del self._pools[old]
-            for old in [k for k in self._searchers if k[0] == key[0] and k[-2] != key[-1]]:
-                del self._searchers[old]
+            # Keys start (folder, spaces, extractors, generation); a searcher's adds (metric, exact).
+            for entries in (self._pools, self._searchers):
+                for old in [k for k in entries if k[0] == key[0] and k[3] != key[3]]:
+                    del entries[old]
             return self._pools.setdefault(key, found)
 
     def searcher(self, catalog: Catalog, space: str, metric: str, *, exact: bool = False) -> Searcher:
