@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -170,6 +171,8 @@ def main() -> None:
                 "peak_rss_mib": round(peak_rss_mib()),
             }
             print(size, "fused", results[f"{size}/fused"], file=sys.stderr, flush=True)
+        for folder in folders.values():  # a 1M visual folder holds 10 GB
+            shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps({"results": results, "queries": args.queries, "threads": args.threads, "k": K,
                       "wide_shortlist": args.wide_shortlist, "load_average_1min": round(os.getloadavg()[0], 2)}))
 
