@@ -1,17 +1,17 @@
-"""Query speed: rank one query against catalogs of 1k, 10k and 100k videos, exactly and with compact vectors.
+"""Query speed: rank one query against catalogs of 1k, 10k and 100k videos, exactly and with mvr's searchers.
 
 For each catalog size, modality (audio: 136 numbers, visual: 2 x 1280, fused: both, with mvr's late fusion and
 with the study's concatenation) and metric, the time of one ranking (top 5), as p50 and p95 over the queries:
 
 * ``exact``: :func:`mvr.retrieval.search.rank` without searchers, scipy's ``cdist`` over the whole pool;
-* ``compact``: :func:`mvr.retrieval.search.rank` with each space's searcher from
-  :func:`mvr.index.build.build_searcher`, as ``mvr query`` ranks: a :class:`mvr.index.compact.CompactSearcher`
-  where it applies (a shortlist from 128 principal components, reranked exactly), an exact one elsewhere; late
-  fusion unites the spaces' shortlists and reranks them exactly. The searchers are shared by the modalities of
-  one catalog size, as a :class:`mvr.retrieval.search.SearcherCache` shares them per space and metric.
+* ``mvr``: :func:`mvr.retrieval.search.rank` with each space's searcher from
+  :func:`mvr.index.build.build_searcher`, as ``mvr query`` ranks: a :class:`mvr.index.faiss.FaissSearcher`
+  where it applies (a FAISS shortlist, on 128 principal axes for wide vectors, reranked exactly), an exact one
+  elsewhere; late fusion unites the spaces' shortlists and reranks them exactly. The searchers are shared by the
+  modalities of one catalog size, as a :class:`mvr.retrieval.search.SearcherCache` shares them per space and metric.
 
 Both run side by side in this process on the same matrices and queries, so their ratio holds on a busy machine.
-The compact answers are checked against the exact ones: recall@5 (the share of the exact top 5 found), and the
+mvr's answers are checked against the exact ones: recall@5 (the share of the exact top 5 found), and the
 largest difference between returned distances (0 unless late fusion, whose z-score statistics are estimated; its
 distances are sums of z-scores, of the order of 1).
 
@@ -19,8 +19,9 @@ The catalogs are made from real vectors: those of an indexed catalog (``--catalo
 videos of ``bench_throughput.py``'s collection, indexed once into the benchmark cache), each bootstrapped into
 many: a real vector moved part of the way towards another, plus noise of 15% of each dimension's spread (visual
 numbers, which are never negative, clipped at 0). The real vectors are in every catalog; the queries are real
-vectors (each left out of its own ranking) and as many new bootstrapped ones. The time to build the compact
-vectors (once per catalog state, space and metric, on the searcher's first query) is reported apart.
+vectors (each left out of its own ranking) and as many new bootstrapped ones. The time to build each FAISS index
+(once per catalog state, space and metric; a catalog keeps it on disk) is reported apart.
+``bench_faiss.py`` measures the FAISS searchers alone at 100k and 1M rows, with index sizes and memory.
 
 Usage::
 
@@ -45,7 +46,7 @@ from mvr.config import RuntimeSettings
 from mvr.errors import DegenerateMetricError
 from mvr.index.base import METRICS, Searcher
 from mvr.index.build import build_searcher
-from mvr.index.compact import CompactSearcher
+from mvr.index.faiss import FaissSearcher
 from mvr.retrieval.fusion import Fusion, Pool
 from mvr.retrieval.search import SearcherCache, rank
 from mvr.retrieval.targets import EQUAL_WEIGHTS
@@ -109,19 +110,13 @@ def query_of(vectors: dict[str, np.ndarray], row: int, modality: str) -> dict[st
 
 
 def searcher_of(vectors: dict[str, np.ndarray], space: str, metric: str) -> tuple[Searcher, float | None]:
-    """A space's searcher, as mvr builds it for a catalog (compact where it pays), and the seconds its compact
-    vectors took to build (None for an exact searcher).
-
-    A compact searcher builds its vectors on its first query: one is asked here, so that the timed queries do not
-    pay for it (the time includes that one query, a millisecond or so).
-    """
+    """A space's searcher, as mvr builds it for a catalog (FAISS where it pays), and the seconds a FAISS index took
+    to build (None for an exact searcher)."""
     matrix = np.ascontiguousarray(vectors[space])
-    searcher = build_searcher(np.arange(len(matrix), dtype=np.int64), matrix, metric)
-    if not isinstance(searcher, CompactSearcher):
-        return searcher, None
     start = time.perf_counter()
-    searcher.search(matrix[:1], K)
-    return searcher, time.perf_counter() - start
+    searcher = build_searcher(np.arange(len(matrix), dtype=np.int64), matrix, metric)
+    seconds = time.perf_counter() - start
+    return searcher, seconds if isinstance(searcher, FaissSearcher) else None
 
 
 def timed_rank(query: dict[str, np.ndarray], pool: Pool, fusion: Fusion | None, metric: str, exclude: frozenset[int],
@@ -137,12 +132,12 @@ def timed_rank(query: dict[str, np.ndarray], pool: Pool, fusion: Fusion | None, 
 
 def measure(pool: Pool, fusion: Fusion | None, searchers: dict[str, Searcher],
             queries: list[tuple[dict[str, np.ndarray], frozenset[int]]], metric: str) -> dict:
-    exact_s, compact_s, recalls, differences = [], [], [], []
+    exact_s, mvr_s, recalls, differences = [], [], [], []
     for query, exclude in queries:
         seconds, expected = timed_rank(query, pool, fusion, metric, exclude, searchers=None)
         exact_s.append(seconds)
         seconds, got = timed_rank(query, pool, fusion, metric, exclude, searchers=searchers)
-        compact_s.append(seconds)
+        mvr_s.append(seconds)
         if expected is not None and got is not None:
             recalls.append(len({i for i, _ in expected} & {i for i, _ in got}) / len(expected))
             truth = dict(expected)
@@ -150,8 +145,8 @@ def measure(pool: Pool, fusion: Fusion | None, searchers: dict[str, Searcher],
     return {
         "exact_p50_ms": 1e3 * float(np.percentile(exact_s, 50)),
         "exact_p95_ms": 1e3 * float(np.percentile(exact_s, 95)),
-        "p50_ms": 1e3 * float(np.percentile(compact_s, 50)),
-        "p95_ms": 1e3 * float(np.percentile(compact_s, 95)),
+        "p50_ms": 1e3 * float(np.percentile(mvr_s, 50)),
+        "p95_ms": 1e3 * float(np.percentile(mvr_s, 95)),
         "recall_at_5": float(np.mean(recalls)) if recalls else None,
         "max_distance_difference": float(max(differences)) if differences else None,
         "degenerate": not recalls,
@@ -199,7 +194,7 @@ def main() -> None:
                 figures = measure(pool, fusion, by_space, queries, metric)
                 results[f"{size}/{modality}/{metric}"] = figures
                 print(f"{size:>7} {modality:<13} {metric:<14} exact {figures['exact_p50_ms']:8.2f} "
-                      f"{figures['exact_p95_ms']:8.2f} ms   compact {figures['p50_ms']:7.2f} {figures['p95_ms']:7.2f}"
+                      f"{figures['exact_p95_ms']:8.2f} ms   mvr {figures['p50_ms']:7.2f} {figures['p95_ms']:7.2f}"
                       f" ms   recall@5 {figures['recall_at_5'] if figures['recall_at_5'] is not None else '-'}",
                       file=sys.stderr)
             del pool
@@ -216,11 +211,11 @@ def main() -> None:
               f" {figures['p50_ms']:>8.2f} {figures['p95_ms']:>7.2f}"
               f" {figures['exact_p50_ms'] / figures['p50_ms']:>7.1f}x {recall:>8}"
               f" {'-' if difference is None else f'{difference:.1e}':>13}")
-    print("times in ms, one query, top 5; mvr = retrieval.search.rank with each space's searcher (compact vectors"
-          " where they apply);"
+    print("times in ms, one query, top 5; mvr = retrieval.search.rank with each space's searcher (FAISS where it"
+          " applies);"
           " degenerate metrics (hamming, jaccard, sokalsneath on real values) are timed up to their error")
     if builds:
-        print("compact vectors built on first use: " + ", ".join(f"{k} {v:.2f} s" for k, v in builds.items()))
+        print("FAISS indexes built: " + ", ".join(f"{k} {v:.2f} s" for k, v in builds.items()))
     goal = {key: figures["p50_ms"] < GOAL_MS for key, figures in results.items()
             if key.startswith(f"{GOAL_SIZE}/") and key.split("/")[2] in GOAL_METRICS}
     recall = [f["recall_at_5"] for f in results.values() if f["recall_at_5"] is not None]

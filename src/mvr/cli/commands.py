@@ -189,6 +189,17 @@ def run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_reindex(args: argparse.Namespace) -> int:
+    """``mvr reindex``: build the catalog's search indexes afresh, one line per index."""
+    from mvr.index.build import reindex
+    from mvr.store import Catalog
+
+    with Catalog.open(args.catalog, create=False) as catalog:
+        for done in reindex(catalog, (args.space,) if args.space else None, threads=args.runtime.threads):
+            print(f"{done.space} {done.metric}: {done.kind}, {done.rows} vectors, {done.seconds:.1f} s")
+    return 0
+
+
 def run_list(args: argparse.Namespace) -> int:
     """``mvr list``: the catalog's videos."""
     from mvr.store import Catalog
@@ -291,7 +302,7 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 COMMANDS = {
     "index": run_index, "query": run_query, "list": run_list, "features": run_features, "serve": run_serve,
-    "evaluate": run_evaluate, "tune": run_tune, "dataset build": run_dataset_build,
+    "evaluate": run_evaluate, "tune": run_tune, "dataset build": run_dataset_build, "reindex": run_reindex,
 }
 """What runs each verb."""
 

@@ -75,6 +75,11 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     _download_options(query)
     query.set_defaults(run=commands["query"])
 
+    reindex = verbs.add_parser("reindex", help="rebuild the catalog's saved search indexes")
+    _catalog_option(reindex)
+    reindex.add_argument("--space", choices=space_names(), default=None, help="only this feature space's")
+    reindex.set_defaults(run=commands["reindex"])
+
     listing = verbs.add_parser("list", help="list the catalog's videos")
     _catalog_option(listing)
     listing.add_argument("--label", help="only videos with this label")

@@ -2,10 +2,10 @@
 
 * :mod:`mvr.index.base`: the :class:`~mvr.index.base.Searcher` protocol, the metrics, ranking helpers;
 * :mod:`mvr.index.exact`: :class:`~mvr.index.exact.ExactSearcher`, scipy's distances to every vector (the reference);
-* :mod:`mvr.index.compact`: :class:`~mvr.index.compact.CompactSearcher`, principal-axis shortlist and exact rerank
-  for wide vectors;
-* :mod:`mvr.index.build`: the registry of searchers, and the choice by size and metric.
+* :mod:`mvr.index.faiss`: :class:`~mvr.index.faiss.FaissSearcher`, a FAISS shortlist (on principal axes for wide
+  vectors) reranked exactly, saved and reloaded with a catalog; the only module that imports ``faiss``;
+* :mod:`mvr.index.build`: the registry of searchers, the choice by size and metric, and a catalog's saved indexes.
 
-Import from the modules themselves: this package's ``__init__`` loads nothing (scipy stays out of commands that
-rank nothing).
+Import from the modules themselves: this package's ``__init__`` loads nothing (scipy and FAISS stay out of commands
+that rank nothing).
 """

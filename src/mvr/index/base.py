@@ -92,14 +92,15 @@ def top_k(distances: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, n
     distances : np.ndarray
         float64 ``(q, n)``; NaN or inf where a candidate is excluded or has no finite distance.
     ids : np.ndarray
-        int64 ``(n,)``: the candidates' ids.
+        int64 ``(n,)``: the candidates' ids; or ``(q, n)``, each row's own (a shortlist per query).
     k : int
         How many per row.
     """
     key = np.where(np.isfinite(distances), distances, np.inf)
-    order = np.lexsort((np.broadcast_to(ids, key.shape), key), axis=-1)[:, :k]
+    ids = np.broadcast_to(ids, key.shape)
+    order = np.lexsort((ids, key), axis=-1)[:, :k]
     found = np.take_along_axis(key, order, axis=1)
-    chosen = np.where(np.isfinite(found), ids[order], -1)
+    chosen = np.where(np.isfinite(found), np.take_along_axis(ids, order, axis=1), -1)
     if order.shape[1] < k:  # fewer candidates than k
         padding = k - order.shape[1]
         found = np.pad(found, ((0, 0), (0, padding)), constant_values=np.inf)

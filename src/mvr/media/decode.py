@@ -371,14 +371,14 @@ def _open_pcm_wav(path: Path, wav: _WavLayout) -> DecodedAudio:
             samples = np.frombuffer(mapped, dtype="<i2", offset=wav.data_offset, count=wav.frames * wav.channels)
             block = (_PIPE_BLOCK // 2) * wav.channels  # whole frames
 
-            def gather(share: Sequence[int]) -> _PcmStatistics:
+            def gather(share: Sequence[int], view: np.ndarray = samples) -> _PcmStatistics:
                 statistics = _PcmStatistics()
                 for start in share:
-                    statistics.add(samples[start : start + block], wav.channels)
+                    statistics.add(view[start : start + block], wav.channels)
                 return statistics
 
             parts = on_threads(gather, range(0, samples.size, block), cpu_count())
-            del samples  # the map closes only once no array looks into it
+            del gather, samples  # the map closes only once no array looks into it
     except BaseException:
         handle.close()
         raise

@@ -86,6 +86,8 @@ class Pool:
 
     ids: np.ndarray
     matrices: dict[str, np.ndarray]
+    _samples: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = field(default_factory=dict, repr=False,
+                                                                          compare=False)
 
     @property
     def spaces(self) -> tuple[str, ...]:
@@ -98,6 +100,20 @@ class Pool:
         if len(self.matrices) == 1:
             return next(iter(self.matrices.values()))
         return np.hstack(list(self.matrices.values()))
+
+    def sample(self, size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """A fixed random sample of the pool's rows (their positions, and each space's rows, contiguous), drawn once.
+
+        Large fused searches put each space's distances on the scale of this sample; copying thousands of wide rows
+        on every query would cost more than the search.
+        """
+        cached = self._samples.get(size)
+        if cached is None:
+            generator = np.random.default_rng(0)
+            rows = np.sort(generator.choice(self.ids.size, min(size, self.ids.size), replace=False))
+            cached = self._samples[size] = (rows, {space: np.ascontiguousarray(matrix[rows])
+                                                   for space, matrix in self.matrices.items()})
+        return cached
 
     def subset(self, rows: np.ndarray) -> Pool:
         """The pool's videos at positions ``rows`` (indices or a boolean mask)."""

@@ -7,9 +7,10 @@ catalog's storage order, not an answer: :func:`rank` raises :class:`DegenerateMe
 
 The catalog's searchers are built by a :class:`SearcherCache`, which whoever owns the catalog's queries keeps (a
 command, the web service): it holds each space's float64 vectors and searchers per catalog folder, space,
-extractor and catalog generation, shared by threads and rebuilt only when the catalog changes.
+extractor and catalog generation, shared by threads. A large catalog's FAISS index is saved beside it
+(:func:`mvr.index.build.catalog_searcher`): a new process loads it, and after videos are added it takes their rows.
 
-On large catalogs (:data:`mvr.index.compact.MIN_ROWS` videos and more) a fused search asks each space's searcher
+On large catalogs (where a space has an approximate searcher) a fused search asks each space's searcher
 for a shortlist, ranks the union of the shortlists with the exact per-space distances, and puts each space on
 its scale with statistics from a fixed sample of the catalog; ``exact=True`` scans everything instead.
 ``docs/performance.md`` gives the times and the recall.
@@ -26,8 +27,7 @@ import numpy as np
 
 from mvr.errors import CatalogError, DegenerateMetricError
 from mvr.index.base import Searcher, check_metric
-from mvr.index.build import build_searcher
-from mvr.index.compact import COMPACT_METRICS, MIN_ROWS
+from mvr.index.build import FAISS_MIN_ROWS, catalog_searcher
 from mvr.index.exact import ExactSearcher
 from mvr.retrieval.fusion import (
     Distances,
@@ -84,12 +84,22 @@ class SearcherCache:
     One cache serves every thread and every open connection of a process: entries are keyed by catalog folder,
     spaces, extractors and the catalog's generation (:meth:`mvr.store.Catalog.generation`), so that a connection
     per thread finds what another thread built, and a change by any process is seen at the next query.
+
+    Parameters
+    ----------
+    threads : int
+        Threads a FAISS searcher may use in one call (a web server's query threads each make their own calls).
+    min_rows : int
+        Rows of a space from which its searcher is a saved FAISS index rather than the exact scan.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1, min_rows: int = FAISS_MIN_ROWS) -> None:
+        self.threads = threads
+        self.min_rows = min_rows
         self._lock = threading.Lock()
         self._pools: dict[tuple, Pool] = {}
         self._searchers: dict[tuple, Searcher] = {}
+        self._building: dict[tuple, threading.Lock] = {}  # per key: a FAISS build takes seconds to a minute
 
     def pool(self, catalog: Catalog, spaces: tuple[str, ...]) -> Pool:
         """The vectors of the videos that have every space in ``spaces``, aligned, as float64.
@@ -107,20 +117,33 @@ class SearcherCache:
         found = _load_pool(catalog, spaces)
         with self._lock:
             # Entries of an older generation of the same catalog are dead: drop them with the new one's arrival.
-            for old in [k for k in self._pools if k[0] == key[0] and k[-1] != key[-1]]:
-                del self._pools[old]
-            for old in [k for k in self._searchers if k[0] == key[0] and k[-2] != key[-1]]:
-                del self._searchers[old]
+            # Keys start (folder, spaces, extractors, generation); a searcher's adds (metric, exact).
+            for entries in (self._pools, self._searchers):
+                for old in [k for k in entries if k[0] == key[0] and k[3] != key[3]]:
+                    del entries[old]
             return self._pools.setdefault(key, found)
 
     def searcher(self, catalog: Catalog, space: str, metric: str, *, exact: bool = False) -> Searcher:
-        """The searcher of one space's vectors for ``metric`` (compact where it pays, unless ``exact``)."""
+        """The searcher of one space's vectors for ``metric``: the catalog's saved FAISS index where one pays
+        (:func:`mvr.index.build.catalog_searcher`: loaded, brought up to date, or built and saved), unless
+        ``exact``."""
         pool = self.pool(catalog, (space,))
         key = (*self._key(catalog, (space,)), metric, exact)
         with self._lock:
             found = self._searchers.get(key)
+            if found is not None:
+                return found
+            building = self._building.setdefault(key, threading.Lock())
+        # One build per key, by whichever thread asks first; threads asking for other keys do not wait for it.
+        with building:
+            with self._lock:
+                found = self._searchers.get(key)
             if found is None:
-                found = self._searchers[key] = build_searcher(pool.ids, pool.matrices[space], metric, exact=exact)
+                found = catalog_searcher(catalog, space, pool.ids, pool.matrices[space], metric, exact=exact,
+                                         threads=self.threads, min_rows=self.min_rows)
+                with self._lock:
+                    self._searchers[key] = found
+                    self._building.pop(key, None)
             return found
 
     @staticmethod
@@ -200,10 +223,10 @@ def rank(
         if kept.sum() > 1 and np.ptp(found[0][kept]) > 0.0:
             tied = bool(kept[k:].any() and found[0][k] == found[0][k - 1])
             return Ranked(ids=ids[0][:k][kept[:k]], distances=found[0][:k][kept[:k]], tied_at_cut=tied)
-    # Below the scale sample's size, the exhaustive late fusion costs less than shortlists plus the sample.
-    if (searchers and fusion is not None and fusion.method == "late"
-            and pool.ids.size >= max(MIN_ROWS, _SCALE_SAMPLE_ROWS)
-            and all(fusion.metric_of(space, metric) in COMPACT_METRICS for space in pool.spaces)):
+    # Shortlists pay where a space has an approximate searcher; below the scale sample's size, the exhaustive late
+    # fusion costs less than shortlists plus the sample.
+    if (searchers and fusion is not None and fusion.method == "late" and pool.ids.size >= _SCALE_SAMPLE_ROWS
+            and any(not isinstance(searchers[space], ExactSearcher) for space in pool.spaces)):
         return _rank_fused_shortlist(query, pool, metric, fusion, k, excluded, searchers)
     return _ranked(distances(query, pool, metric, fusion, excluded[None, :]), pool.ids, metric, k)
 
@@ -253,13 +276,13 @@ def _rank_fused_shortlist(
         union.append(ids[0][ids[0] >= 0])
     # A space's searcher holds every video with that space; the pool, those with all the fused spaces.
     rows = np.flatnonzero(np.isin(pool.ids, np.concatenate(union)) & ~excluded)
-    generator = np.random.default_rng(0)
-    sample = np.sort(generator.choice(pool.ids.size, min(_SCALE_SAMPLE_ROWS, pool.ids.size), replace=False))
-    sample = sample[~excluded[sample]]
+    sample, sampled = pool.sample(_SCALE_SAMPLE_ROWS)
+    kept = ~excluded[sample]
     parts, scales = {}, {}
     for space in pool.spaces:
-        searcher = ExactSearcher(pool.ids, pool.matrices[space], fusion.metric_of(space, metric))
-        parts[space] = searcher.subset(rows).distances(query[space])
-        scales[space] = row_statistics(searcher.subset(sample).distances(query[space]))
+        space_metric = fusion.metric_of(space, metric)
+        parts[space] = ExactSearcher(pool.ids, pool.matrices[space], space_metric).subset(rows).distances(query[space])
+        scale = ExactSearcher(pool.ids[sample], sampled[space], space_metric).distances(query[space])
+        scales[space] = row_statistics(scale[:, kept])
     outside = int((~excluded).sum()) - rows.size
     return _ranked(combine(parts, fusion, scales), pool.ids[rows], metric, k, outside)

@@ -5,6 +5,8 @@ Layout of a catalog folder::
     DIR/catalog.sqlite      videos, vectors, sources, settings
     DIR/media/ab/<sha256>.<ext>   the media, content-addressed
     DIR/tmp/                downloads in flight
+    DIR/index/<space>-<metric>/   a saved FAISS index of one space's vectors (mvr.index.faiss), with the
+                                  generation and extractor it was built from
 
 Each video is written in one transaction, after its media file is in place, so a crash loses at most the item in
 flight: an orphan media file may remain (it is reused when the same content comes again), a half-written row never.
@@ -28,6 +30,7 @@ import numpy as np
 from mvr.errors import CatalogError
 
 DATABASE_NAME = "catalog.sqlite"
+INDEX_FOLDER = "index"
 SCHEMA_VERSION = 1
 # Bumped in the transaction of every change to the videos or vectors: searchers built from the vectors are kept
 # while it stands still, in every thread and process that reads the catalog.
@@ -234,6 +237,10 @@ class Catalog:
     def generation(self) -> int:
         """A number that changes with every change of the videos or vectors (0 for a new catalog)."""
         return int(self.setting(_GENERATION_KEY) or 0)
+
+    def index_folder(self, space: str, metric: str) -> Path:
+        """Where the saved search index of ``space``'s vectors under ``metric`` lives (it may not exist)."""
+        return self.root / INDEX_FOLDER / f"{space}-{metric}"
 
     # reading -------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,216 @@
+"""FaissSearcher against the exact scipy scan: recall, exact distances, persistence, staleness, tombstones; the
+catalog's saved index following the catalog."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from mvr.errors import UsageError
+from mvr.index.base import METRICS
+from mvr.index.faiss import FAISS_METRICS, FLAT_MAX_WORK, SCALAR_FLAT_MAX_WORK, FaissSearcher
+
+K = 5
+
+
+def clustered(count: int, dims: int, generator: np.random.Generator, *, non_negative: bool = False,
+              seeds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """bench_query.py's recipe on synthetic seeds: each row a seed moved towards another, plus 15% noise.
+
+    Returns the rows (float32 ``(count, dims)``) and the seeds, so that queries can come from the same ones.
+    """
+    if seeds is None:
+        if non_negative:  # like CNN features: low-rank, correlated, never negative
+            seeds = np.maximum(generator.standard_normal((50, 24)) @ generator.standard_normal((24, dims)) / 5, 0)
+        else:
+            centres = generator.standard_normal((8, dims))
+            seeds = centres[generator.integers(8, size=50)] + 0.6 * generator.standard_normal((50, dims))
+    first, second = generator.integers(len(seeds), size=(2, count))
+    moved = seeds[first] + generator.uniform(0, 0.5, (count, 1)) * (seeds[second] - seeds[first])
+    moved += 0.15 * seeds.std(axis=0) * generator.standard_normal(moved.shape)
+    if non_negative:
+        moved = np.maximum(moved, 0)
+    return moved.astype(np.float32), seeds
+
+
+def exact(queries: np.ndarray, ids: np.ndarray, rows: np.ndarray, metric: str, k: int = K,
+          exclude=None) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: scipy over every row, non-finite left out, ties by id."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        found = cdist(np.asarray(queries, np.float64), rows.astype(np.float64), metric)
+    out_d, out_i = np.full((len(queries), k), np.inf), np.full((len(queries), k), -1)
+    for i, row in enumerate(found):
+        keep = np.isfinite(row)
+        if exclude is not None:
+            keep &= ~np.isin(ids, list(exclude[i]))
+        order = np.lexsort((ids[keep], row[keep]))[:k]
+        out_d[i, :order.size], out_i[i, :order.size] = row[keep][order], ids[keep][order]
+    return out_d, out_i
+
+
+def recall(expected: np.ndarray, got: np.ndarray) -> float:
+    return float(np.mean([len(set(e[e >= 0]) & set(g)) / max((e >= 0).sum(), 1) for e, g in zip(expected, got)]))
+
+
+@pytest.fixture(scope="module")
+def narrow():
+    generator = np.random.default_rng(1)
+    rows, seeds = clustered(3000, 48, generator, non_negative=True)
+    queries, _ = clustered(40, 48, generator, non_negative=True, seeds=seeds)
+    ids = np.arange(rows.shape[0], dtype=np.int64) * 2 + 11  # not positions: ids must be mapped back
+    return ids, rows, queries.astype(np.float64)
+
+
+@pytest.mark.parametrize("metric", sorted(FAISS_METRICS))
+def test_each_metric_recall_and_exact_distances(narrow, metric):
+    ids, rows, queries = narrow
+    searcher = FaissSearcher.build(ids, rows, metric, kind="hnsw")
+    assert searcher.kind == "hnsw" and searcher.metric == metric
+    distances, found = searcher.search(queries, K)
+    expected_d, expected_i = exact(queries, ids, rows, metric)
+    assert distances.dtype == np.float64 and found.dtype == np.int64 and found.shape == (len(queries), K)
+    assert recall(expected_i, found) >= 0.97
+    # Every returned distance is scipy's for that id, to rounding (the float32 rows are the catalog's own).
+    truth = cdist(queries, rows.astype(np.float64), metric)
+    position = (found - 11) // 2
+    np.testing.assert_allclose(distances, np.take_along_axis(truth, position, axis=1), rtol=1e-9, atol=0)
+    assert (np.diff(distances, axis=1) >= 0).all()
+
+
+def test_auto_chooses_flat_then_hnsw_at_the_measured_thresholds():
+    generator = np.random.default_rng(2)
+    rows, seeds = clustered(SCALAR_FLAT_MAX_WORK // 136 + 1, 136, generator)
+    ids = np.arange(len(rows))
+    # FAISS's SIMD metrics scan these rows flat; its scalar ones (Bray-Curtis) already pay for a graph.
+    assert FLAT_MAX_WORK > rows.size and FaissSearcher.build(ids, rows, "euclidean").kind == "flat"
+    searcher = FaissSearcher.build(ids, rows, "braycurtis")
+    assert searcher.kind == "hnsw"
+    queries, _ = clustered(30, 136, generator, seeds=seeds)
+    assert recall(exact(queries, ids, rows, "braycurtis")[1], searcher.search(queries, K)[1]) >= 0.97
+    assert FaissSearcher.build(ids[:100], rows[:100], "braycurtis").kind == "flat"
+
+
+@pytest.mark.parametrize("kind,metric", [("hnsw", "cosine"), ("ivfpq", "correlation"), ("flat", "euclidean")])
+def test_wide_vectors_behind_principal_axes(kind, metric):
+    generator = np.random.default_rng(3)
+    rows, seeds = clustered(2000, 640, generator, non_negative=True)
+    queries, _ = clustered(30, 640, generator, non_negative=True, seeds=seeds)
+    ids = np.arange(2000, dtype=np.int64)
+    searcher = FaissSearcher.build(ids, rows, metric, kind=kind)
+    distances, found = searcher.search(queries, K)
+    expected_d, expected_i = exact(queries, ids, rows, metric)
+    assert recall(expected_i, found) >= 0.95
+    truth = cdist(queries, rows.astype(np.float64), metric)
+    np.testing.assert_allclose(distances, np.take_along_axis(truth, found, axis=1), rtol=1e-9)
+
+
+def test_boolean_and_wide_unsupported_metrics_are_refused():
+    rows = np.random.default_rng(4).random((100, 8)).astype(np.float32)
+    for metric in ("hamming", "jaccard", "sokalsneath"):
+        assert not FaissSearcher.supports(metric, 8)
+        with pytest.raises(ValueError):
+            FaissSearcher.build(np.arange(100), rows, metric)
+    with pytest.raises(UsageError, match="unknown metric"):
+        FaissSearcher.supports("minkowski", 8)
+    assert not FaissSearcher.supports("braycurtis", 2560) and FaissSearcher.supports("braycurtis", 136)
+    assert set(FAISS_METRICS) < set(METRICS)
+
+
+def test_exclude_padding_and_non_finite(narrow):
+    ids, rows, queries = narrow
+    searcher = FaissSearcher.build(ids, rows, "euclidean", kind="hnsw")
+    first = searcher.search(queries[:3], K)[1]
+    exclude = [set(first[0][:3].tolist()), set(), {int(ids[0])}]
+    distances, found = searcher.search(queries[:3], K, exclude=exclude)
+    assert not set(found[0]) & exclude[0]
+    np.testing.assert_array_equal(found[1], first[1])
+    np.testing.assert_array_equal(found[0][:2], first[0][3:])
+    # More answers asked for than rows: padded with (inf, -1).
+    small = FaissSearcher.build(np.array([5, 3, 9]), rows[:3], "cosine")
+    distances, found = small.search(queries[:1], 5)
+    assert sorted(found[0][:3]) == [3, 5, 9] and (found[0][3:] == -1).all() and np.isinf(distances[0][3:]).all()
+    # A zero query has no cosine with anything: all padding; a zero row is never returned.
+    with_zero = rows[:50].copy()
+    with_zero[7] = 0
+    searcher = FaissSearcher.build(np.arange(50), with_zero, "cosine")
+    assert (searcher.search(np.zeros((1, 48)), 3)[1] == -1).all()
+    assert 7 not in searcher.search(np.zeros((1, 48)) + with_zero[7] + 1e-3, 49)[1]
+
+
+def test_ties_in_id_order():
+    generator = np.random.default_rng(5)
+    rows = generator.standard_normal((300, 16)).astype(np.float32)
+    rows[[10, 40, 70, 100]] = rows[10]  # four identical rows
+    ids = np.arange(300, dtype=np.int64)[::-1].copy()  # descending storage order: ties must still be by id
+    searcher = FaissSearcher.build(ids, rows, "cityblock", kind="hnsw")
+    _, found = searcher.search(rows[10][None], 4)
+    assert found[0].tolist() == sorted(ids[[10, 40, 70, 100]].tolist())
+
+
+def test_tombstones_and_rebuild_flag(narrow):
+    ids, rows, queries = narrow
+    searcher = FaissSearcher.build(ids, rows, "braycurtis", kind="hnsw")
+    before = searcher.search(queries, K)[1]
+    gone = np.unique(before[:, :2])
+    assert searcher.remove(gone.tolist()) == gone.size
+    assert not np.isin(gone, searcher.ids).any() and searcher.ids.size == ids.size - gone.size
+    after_d, after = searcher.search(queries, K)
+    assert not np.isin(after, gone).any()
+    keep = ~np.isin(ids, gone)
+    assert recall(exact(queries, ids[keep], rows[keep], "braycurtis")[1], after) >= 0.97
+    assert not searcher.needs_rebuild
+    searcher.remove(ids[: len(ids) // 10])
+    assert searcher.needs_rebuild
+
+
+def test_save_reopen_add_search_follows(tmp_path, narrow):
+    ids, rows, queries = narrow
+    meta = {"generation": 7, "extractor": "audio-v1"}
+    half = len(ids) // 2
+    searcher = FaissSearcher.build(ids[:half], rows[:half], "euclidean", kind="hnsw")
+    searcher.remove([int(ids[0])])
+    searcher.save(tmp_path / "audio", meta=meta)
+    assert FaissSearcher.saved_meta(tmp_path / "audio") == {**meta, "metric": "euclidean"}
+    reopened = FaissSearcher.load(tmp_path / "audio")
+    assert reopened is not None and isinstance(reopened._rows.segments[0], np.memmap)  # the rerank reads a file
+    np.testing.assert_array_equal(reopened.ids, searcher.ids)
+    np.testing.assert_array_equal(reopened.search(queries, K)[1], searcher.search(queries, K)[1])
+    # Add the other half: the reopened index answers for the whole catalog (less the tombstone).
+    reopened.add(ids[half:], rows[half:])
+    assert reopened.needs_rebuild  # doubled since the fit
+    keep = ids != ids[0]
+    distances, found = reopened.search(queries, K)
+    assert recall(exact(queries, ids[keep], rows[keep], "euclidean")[1], found) >= 0.97
+    assert (found >= ids[half]).any()
+    # Saved again over its own folder (the mapped segment linked, the added rows written), reopened: same answers.
+    reopened.save(tmp_path / "audio", meta=dict(meta, generation=8))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["audio"]  # no temporary folder is left
+    again = FaissSearcher.load(tmp_path / "audio")
+    assert len(again._rows.segments) == 2
+    np.testing.assert_array_equal(again.search(queries, K)[1], found)
+    np.testing.assert_allclose(again.search(queries, K)[0], distances, rtol=1e-12)
+    with pytest.raises(ValueError):
+        again.add(ids[half:half + 1], rows[half:half + 1])  # already held
+
+
+def test_a_folder_of_another_layout_or_cut_short_is_not_loaded(tmp_path, narrow):
+    ids, rows, _ = narrow
+    FaissSearcher.build(ids[:500], rows[:500], "cosine").save(tmp_path / "v", meta={"generation": 3})
+    assert FaissSearcher.load(tmp_path / "v") is not None
+    assert FaissSearcher.load(tmp_path / "missing") is None and FaissSearcher.saved_meta(tmp_path / "missing") is None
+    with open(tmp_path / "v" / "vectors-0.f32", "ab") as handle:  # a vectors file of the wrong size
+        handle.write(b"\0" * 16)
+    assert FaissSearcher.load(tmp_path / "v") is None
+    record = (tmp_path / "v" / "meta.json").read_text().replace('"layout": 1', '"layout": 99')
+    (tmp_path / "v" / "meta.json").write_text(record)
+    assert FaissSearcher.saved_meta(tmp_path / "v") is None and FaissSearcher.load(tmp_path / "v") is None
+
+
+def test_float16_storage_halves_the_rows_and_keeps_the_neighbours(tmp_path, narrow):
+    ids, rows, queries = narrow
+    searcher = FaissSearcher.build(ids, rows, "cosine", kind="hnsw", storage="float16")
+    searcher.save(tmp_path / "half", meta={})
+    assert (tmp_path / "half" / "vectors-0.f16").stat().st_size == rows.size * 2
+    found = FaissSearcher.load(tmp_path / "half").search(queries, K)[1]
+    assert recall(exact(queries, ids, rows, "cosine")[1], found) >= 0.95
