@@ -30,8 +30,9 @@ $(BIN)/mvr: pyproject.toml
 demo: system-deps $(BIN)/mvr
 	$(BIN)/mvr dataset build $(DEMO)/collection --size small
 	$(BIN)/mvr index $(DEMO)/collection/manifest.csv --catalog $(DEMO)/catalog --quiet
+	$(BIN)/mvr tune --catalog $(DEMO)/catalog
 	@query=$$(sed -n 2p $(DEMO)/collection/manifest.csv | cut -d, -f1); \
-	for modality in audio visual fused; do \
+	for modality in audio musicnn visual fused; do \
 	  echo; $(BIN)/mvr query $(DEMO)/collection/$$query --catalog $(DEMO)/catalog --modality $$modality || exit 1; \
 	done
 

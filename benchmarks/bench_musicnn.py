@@ -104,7 +104,10 @@ def precision_at(vectors: np.ndarray, rows: list[dict[str, str]], metric: str,
     return round(found.precision, 3), {label: round(p, 3) for label, p in found.labels.items()}
 
 
-def measure_collection(folder: Path, models: list[str], threads: int) -> dict[str, object]:
+def measure_collection(folder: Path, models: list[str], threads: int, every_layer: bool = False
+                       ) -> dict[str, object]:
+    """Precision@5 of pyAudioAnalysis and of each model (its default layer, mean over patches, cosine); with
+    ``every_layer``, each layer of each model, pooled by the mean or by mean and std, with cosine and correlation."""
     with open(folder / "manifest.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     paths = [folder / row["source"] for row in rows]
@@ -114,12 +117,27 @@ def measure_collection(folder: Path, models: list[str], threads: int) -> dict[st
     runs = [(handcrafted, "braycurtis"), (handcrafted, "cosine")]
     for name in models:
         model = musicnn.load_model(name, cache_dir=CACHE, threads=threads)
-        vectors[model.extractor] = np.stack([musicnn.musicnn_vector(p, model=model) for p in paths])
-        runs.append((model.extractor, "cosine"))
+        if not every_layer:
+            vectors[model.extractor] = np.stack([musicnn.musicnn_vector(p, model=model) for p in paths])
+            runs.append((model.extractor, "cosine"))
+            continue
+        pooled: dict[str, list[np.ndarray]] = {}
+        for path in paths:
+            cut = musicnn.patches(musicnn.log_mel(musicnn.decode_16k(path)))
+            for layer, out in model.outputs(cut).items():
+                if layer == "taggram":
+                    continue
+                out = out.reshape(len(cut), -1).astype(np.float64)
+                pooled.setdefault(f"{name} {layer} mean", []).append(out.mean(axis=0))
+                pooled.setdefault(f"{name} {layer} mean+std", []).append(
+                    np.concatenate([out.mean(axis=0), out.std(axis=0)]))
+        for key, found in pooled.items():
+            vectors[key] = np.stack(found)
+            runs += [(key, "cosine"), (key, "correlation")]
     for space, metric in runs:
         precision, per_label = precision_at(vectors[space], rows, metric)
         result["rows"][f"{space} {metric}"] = {"precision@5": precision, "labels": per_label}
-        print(f"{space:60s} {metric:10s} P@5 {precision:.3f}  {per_label}", flush=True)
+        print(f"{space:60s} {metric:12s} P@5 {precision:.3f}  {per_label}", flush=True)
     return result
 
 
@@ -131,9 +149,12 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(musicnn.MODELS))
     parser.add_argument("--cold", action="store_true", help="also time fetching and converting, in a fresh cache")
     parser.add_argument("--collection", type=Path, help="measure precision@5 on this collection instead of time")
+    parser.add_argument("--every-layer", action="store_true",
+                        help="with --collection: every layer and pooling of each model, not its default")
     args = parser.parse_args()
     if args.collection:
-        print(json.dumps(measure_collection(args.collection, args.models.split(","), args.threads)))
+        print(json.dumps(measure_collection(args.collection, args.models.split(","), args.threads,
+                                            args.every_layer)))
         return
     result: dict[str, object] = {"cpus": cpu_count(), "load_1min": round(os.getloadavg()[0], 2),
                                  "machine": platform.processor() or platform.machine(), "threads": args.threads,
