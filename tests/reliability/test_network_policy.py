@@ -106,28 +106,24 @@ def public_policy(*public: Site, **limits: float) -> SourcePolicy:
     return SourcePolicy(public_overrides=frozenset(("127.0.0.1", s.port) for s in public), **limits)
 
 
-def serve_file(path: Path, content_type: str) -> Route:
+def serve_body(body: Callable[[], bytes], content_type: str) -> Route:
     def route(handler: http.server.BaseHTTPRequestHandler) -> None:
-        body = path.read_bytes()
+        data = body()
         handler.send_response(200)
         handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
         if handler.command != "HEAD":
-            handler.wfile.write(body)
+            handler.wfile.write(data)
     return route
+
+
+def serve_file(path: Path, content_type: str) -> Route:
+    return serve_body(path.read_bytes, content_type)
 
 
 def serve_text(text: str, content_type: str) -> Route:
-    def route(handler: http.server.BaseHTTPRequestHandler) -> None:
-        body = text.encode()
-        handler.send_response(200)
-        handler.send_header("Content-Type", content_type)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        if handler.command != "HEAD":
-            handler.wfile.write(body)
-    return route
+    return serve_body(text.encode, content_type)
 
 
 def redirect(location: str) -> Route:
