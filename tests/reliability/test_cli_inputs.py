@@ -23,6 +23,13 @@ def test_a_folder_without_media_is_an_error(tmp_path: Path, capsys) -> None:
     (tmp_path / "empty" / "notes.txt").write_text("no media here")
     assert main(["index", str(tmp_path / "empty"), "--catalog", str(tmp_path / "catalog")]) == 1
     assert "no media files found" in capsys.readouterr().err
+    assert not (tmp_path / "catalog").exists()
+
+
+def test_a_batch_in_which_every_item_failed_leaves_no_catalog(tmp_path: Path, capsys) -> None:
+    assert main(["index", str(tmp_path / "missing.mp4"), "--catalog", str(tmp_path / "new")]) == 1
+    assert "missing.mp4: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_closed_pipe_ends_the_output_quietly(music_videos, tmp_path: Path) -> None:

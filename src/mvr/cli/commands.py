@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -91,21 +92,30 @@ def run_index(args: argparse.Namespace) -> int:
     if not args.sources and not args.update:
         raise UsageError("index: give at least one SOURCE, or --update")
     spaces = _preset(args).spaces if args.preset else None
-    with Catalog.open(args.catalog) as catalog:
-        reports = []
-        if args.sources:
-            reports.append(index_sources(catalog, args.sources, label=args.label, options=_requested_options(args),
-                                         spaces=spaces, on_outcome=show, jobs=args.jobs, engine=args.engine,
-                                         runtime=args.runtime, policy=_policy(args),
-                                         engine_options={"address": args.address, "media_store": args.media_store}))
-            if not reports[0].outcomes:
-                raise UsageError(f"{' '.join(args.sources)}: no media files found (looked for "
-                                 "video and audio files, CSV and JSON manifests)")
-        if args.update:
-            reports.append(update_spaces(catalog, spaces=spaces, options=_requested_options(args), on_outcome=show,
-                                         runtime=args.runtime))
-        for report in reports:
-            print(f"{report.summary()}; the catalog holds {len(catalog)} videos")
+    made = not args.catalog.exists()  # a folder this run creates is removed again if nothing lands in it
+    kept = False
+    try:
+        with Catalog.open(args.catalog) as catalog:
+            reports = []
+            if args.sources:
+                reports.append(index_sources(catalog, args.sources, label=args.label,
+                                             options=_requested_options(args), spaces=spaces, on_outcome=show,
+                                             jobs=args.jobs, engine=args.engine, runtime=args.runtime,
+                                             policy=_policy(args),
+                                             engine_options={"address": args.address,
+                                                             "media_store": args.media_store}))
+                if not reports[0].outcomes:
+                    raise UsageError(f"{' '.join(args.sources)}: no media files found (looked for "
+                                     "video and audio files, CSV and JSON manifests)")
+            if args.update:
+                reports.append(update_spaces(catalog, spaces=spaces, options=_requested_options(args),
+                                             on_outcome=show, runtime=args.runtime))
+            for report in reports:
+                print(f"{report.summary()}; the catalog holds {len(catalog)} videos")
+            kept = len(catalog) > 0
+    finally:
+        if made and not kept:
+            shutil.rmtree(args.catalog, ignore_errors=True)
     return EXIT_FAILED if any(report.count("failed") for report in reports) else 0
 
 
