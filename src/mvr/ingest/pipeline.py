@@ -102,7 +102,6 @@ def index_sources(
     if engine not in EXECUTORS:
         raise UsageError(f"unknown engine '{engine}'; choose one of: {', '.join(EXECUTORS)}")
     chosen = catalog_options(catalog, spaces or space_names(), options)
-    record_options(catalog, chosen)
     items = list(expand_sources(sources, label))
     plan = ExtractionPlan(options=chosen, runtime=runtime or RuntimeSettings())
     report = IndexReport()
@@ -111,6 +110,7 @@ def index_sources(
     with catalog.writing(), \
             tqdm(total=len(items), desc="indexing", unit="video", disable=bar_off, leave=False) as bar, \
             EXECUTORS[engine](plan, workers, **(engine_options or {})) as executor:
+        record_options(catalog, chosen)  # under the write lock, as every write of the batch
         batch = _Batch(catalog, executor, policy or SourcePolicy())
         for outcome in batch.run(items):
             report.outcomes.append(outcome)
@@ -142,13 +142,13 @@ def update_spaces(
     """
     runtime = runtime or RuntimeSettings()
     chosen = catalog_options(catalog, spaces or space_names(), options)
-    record_options(catalog, chosen)
     extractors = build_extractors(chosen, runtime)
     videos = catalog.videos()
     report = IndexReport()
     bar_off = None if progress is None else not progress
     with catalog.writing(), tqdm(total=len(videos), desc="updating", unit="video", disable=bar_off,
                                  leave=False) as bar:
+        record_options(catalog, chosen)
         for video in videos:
             missing = {space: extractor for space, extractor in extractors.items() if space not in video.spaces}
             if not missing:

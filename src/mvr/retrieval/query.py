@@ -226,11 +226,12 @@ def recommend(
                                                  metric_given=metric is not None)
     metric = check_metric(metric or default_metrics()[modality])
     searchers = searchers or SearcherCache()
+    runtime = runtime or RuntimeSettings()
     spaces = spaces_of(modality, chosen_fusion)
     pool = searchers.pool(catalog, spaces)  # an empty catalog fails before any download
     if extractors is None:
-        extractors = build_extractors(catalog_options(catalog, spaces, options), runtime or RuntimeSettings())
-    found = query_vectors(catalog, source, spaces, extractors=extractors, runtime=runtime or RuntimeSettings(),
+        extractors = build_extractors(catalog_options(catalog, spaces, options), runtime)
+    found = query_vectors(catalog, source, spaces, extractors=extractors, runtime=runtime,
                           policy=policy or SourcePolicy())
     return recommend_vectors(catalog, pool, found, modality, metric, fusion=chosen_fusion, k=k,
                              searchers=None if exact else searchers, weights_from=weights_from,

@@ -7,8 +7,8 @@ queue limit the service answers 503 rather than piling up work.
 The network edge is guarded because a URL query makes the server fetch what the client names: only http(s), no
 loopback, private or link-local address unless the operator allows them (:mod:`mvr.ingest.policy`), size and time
 limits on downloads and uploads, and media served only from inside the catalog folder. Every error is JSON
-``{"detail": "<one line>"}`` naming the item and the reason. The service only reads the catalog: ``mvr index``
-builds it, offline.
+``{"detail": "<one line>"}`` naming the item and the reason. The service adds no videos: ``mvr index``
+builds the catalog, offline; it writes only a search index under ``CATALOG/index/`` when none is saved yet.
 """
 
 from __future__ import annotations
