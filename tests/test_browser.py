@@ -10,14 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_web import held_out, media_server, web_catalog
+from test_web import held_out, media_server, uvicorn_server, web_catalog
 
 from mvr.retrieval.targets import default_metrics
 from mvr.web import ServiceSettings, create_app
@@ -41,22 +38,8 @@ def catalog_dir(tmp_path_factory: pytest.TempPathFactory, music_videos) -> Path:
 @pytest.fixture(scope="module")
 def server_url(catalog_dir: Path) -> Iterator[str]:
     """`mvr serve`'s app under a real uvicorn on a free port of 127.0.0.1, in a background thread."""
-    import uvicorn
-
-    app = create_app(ServiceSettings(catalog=catalog_dir, allow_private_urls=True))
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(30)
-    listener.close()
+    with uvicorn_server(create_app(ServiceSettings(catalog=catalog_dir, allow_private_urls=True))) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

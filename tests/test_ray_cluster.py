@@ -209,6 +209,9 @@ def _interrupted_batch(work: Path, sources: list[str]) -> dict:
     def interrupt(_outcome: object) -> None:
         signal.raise_signal(signal.SIGINT)
 
+    # A terminal's Ctrl-C: Python's own handler, also where this runs with SIGINT ignored (a shell's background
+    # job starts Python so, and Python then installs no handler).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ray.init(address=ADDRESS, namespace="mvr-test", log_to_driver=False)
     seen = {"raised": False, "slots": int(ray.cluster_resources()["CPU"]), "slots_free": None}
     try:

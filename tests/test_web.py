@@ -11,6 +11,7 @@ import csv
 import functools
 import http.server
 import shutil
+import socket
 import sqlite3
 import threading
 import time
@@ -67,6 +68,28 @@ def web_catalog(tmp_path_factory: pytest.TempPathFactory, music_videos) -> Path:
     assert report.count("indexed") == len(keep), report.outcomes
     ready.touch()
     return folder
+
+
+@contextmanager
+def uvicorn_server(app) -> Iterator[str]:  # noqa: ANN001 (any ASGI app)
+    """``app`` under a real uvicorn on a free port of 127.0.0.1, in a background thread; yields its base URL."""
+    import uvicorn
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        listener.close()
 
 
 class MediaHandler(http.server.SimpleHTTPRequestHandler):

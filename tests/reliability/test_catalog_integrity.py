@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mvr.cli import main
@@ -119,3 +120,80 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+KILLS = 4
+
+
+@pytest.mark.slow
+def test_random_kills_never_leave_a_half_written_catalog(music_videos, tmp_path: Path) -> None:
+    """``kill -9`` of ``mvr index --jobs 1`` at seeded random points (after a random number of newly committed
+    videos, a random fraction of a second into the next), then a re-run to the end: after every kill the catalog is
+    whole and no child process outlives it, and the finished catalog equals an uninterrupted build."""
+    command = ["index", str(music_videos.manifest), "--jobs", "1", "--quiet"]
+    subprocess.run([*MVR, *command, "--catalog", str(tmp_path / "reference")], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    total = len(music_videos.paths)
+    target = tmp_path / "killed"
+    rng = np.random.default_rng(14)
+    points = []
+    for _ in range(KILLS):
+        committed = _committed(target)
+        if committed >= total - 1:
+            break
+        after, delay = int(rng.integers(committed, total - 1)), float(rng.uniform(0, 1.5))
+        run = subprocess.Popen([*MVR, *command, "--catalog", str(target)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while _committed(target) < after and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(delay)
+        assert run.poll() is None, f"mvr index ended before its kill ({after} videos + {delay:.2f} s)"
+        children = _descendants(run.pid)
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=10)
+        points.append((after, round(delay, 2), _committed(target)))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(_running(pid) for pid in children):
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in children), f"a child of mvr index outlived it ({points[-1]})"
+        if (target / "catalog.sqlite").exists():
+            _assert_whole(target)
+    assert len(points) >= 2, points
+    subprocess.run([*MVR, *command, "--catalog", str(target)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    _assert_whole(target)
+    assert _contents(target) == _contents(tmp_path / "reference")
+    assert not list(target.rglob("*.part")) and not list((target / "tmp").glob("*"))
+
+
+def _committed(root: Path) -> int:
+    """Videos committed so far, read without writing anything (0 before the catalog exists)."""
+    if not (root / "catalog.sqlite").exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{root / 'catalog.sqlite'}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT COUNT(*) FROM videos").fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are not made yet
+        return 0
+
+
+def _assert_whole(root: Path) -> None:
+    """Every committed video has its media file, byte for byte, and a vector in every space."""
+    with sqlite3.connect(root / "catalog.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with Catalog.open(root, create=False) as catalog:
+        spaces = set(catalog.spaces())
+        for video in catalog.videos():
+            assert hashlib.sha256(video.media_path.read_bytes()).hexdigest() == video.content_hash, video.source
+            assert set(video.spaces) == spaces, video.source
+
+
+def _contents(root: Path) -> tuple[list, list]:
+    """What a build wrote, without the moment it wrote it."""
+    with sqlite3.connect(root / "catalog.sqlite") as db:
+        videos = db.execute("SELECT id, content_hash, source, title, duration, label, grp, thumbnail FROM videos"
+                            " ORDER BY id").fetchall()
+        vectors = db.execute("SELECT video_id, modality, extractor, dims, vector FROM vectors"
+                             " ORDER BY video_id, modality").fetchall()
+    return videos, vectors

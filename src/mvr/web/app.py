@@ -27,9 +27,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 
-from mvr import __version__
+from mvr import __version__, media
 from mvr.errors import UsageError
 from mvr.evaluation.report import RESULTS_FILE
 from mvr.index.base import METRICS
@@ -56,7 +55,7 @@ from mvr.web.models import (
 )
 from mvr.web.security import BrowserGuard
 from mvr.web.settings import ServiceSettings
-from mvr.web.uploads import megabytes, safe_filename, store_upload
+from mvr.web.uploads import megabytes, receive_upload
 
 STATIC_DIR = Path(__file__).with_name("static")
 # Room for the multipart boundaries and the small form fields around an upload's bytes.
@@ -142,13 +141,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         (``file`` plus the same options as form fields). Follow it at ``GET /api/queries/{id}``."""
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
-            job = await _upload_job(request)
+            make_job = _upload_job
         elif content_type.startswith("application/json"):
-            job = await _json_job(request)
+            make_job = _json_job
         else:
             raise HTTPException(
                 415, f"request: send JSON or a multipart/form-data upload, not '{content_type or 'nothing'}'")
-        runner.submit(job)
+        # The place in the queue is taken before the body is read: a burst of uploads past the queue limit is
+        # refused at once instead of being received, stored and probed first.
+        with runner.reservation() as slot:
+            job = await make_job(request)
+            runner.submit(job, slot)
         return QueryAccepted(id=job.id, status="queued", poll=f"/api/queries/{job.id}")
 
     async def _json_job(request: Request) -> QueryJob:
@@ -175,21 +178,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         # The server refuses a body longer than its Content-Length, so checking the header bounds the upload
         # before any of it is stored.
         _check_length(request, settings.max_upload_bytes + FORM_OVERHEAD_BYTES, "upload")
-        runner.check_capacity()
-        async with request.form(max_files=1, max_fields=8) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise HTTPException(400, "upload: no file in the form (send it in the field named 'file')")
+        upload = await receive_upload(request, settings.catalog / "tmp", settings.max_upload_bytes)
+        try:
             try:
-                options = QueryOptions.model_validate({key: value for key, value in form.items() if key != "file"})
+                options = QueryOptions.model_validate(upload.fields)
             except ValidationError as exc:
                 raise HTTPException(422, _one_line(exc)) from None
             search = _search_options(options)
-            filename = safe_filename(upload.filename)
-            path, content_hash = await run_in_threadpool(
-                store_upload, upload.file, filename, settings.catalog / "tmp", settings.max_upload_bytes)
-        return QueryJob(source=filename, title=path.stem, path=path, upload_dir=path.parent,
-                        cache_key=f"sha256:{content_hash}", **search)
+        except HTTPException:
+            media.remove_temp_folder(upload.path.parent)
+            raise
+        return QueryJob(source=upload.filename, title=upload.path.stem, path=upload.path,
+                        upload_dir=upload.path.parent, cache_key=f"sha256:{upload.content_hash}", **search)
 
     @app.get("/api/queries/{query_id}", response_model=QueryStatus, responses=_ERRORS, tags=["queries"])
     def query_status(query_id: str) -> QueryStatus:

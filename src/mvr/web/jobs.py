@@ -7,7 +7,9 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +118,13 @@ class ServerBusy(HTTPException):
         super().__init__(503, f"server busy: {pending} queries are already waiting or running; try again shortly")
 
 
+@dataclass
+class QueueSlot:
+    """A place in the query queue held by a request being read (see :meth:`QueryRunner.reservation`)."""
+
+    taken: bool = False
+
+
 class QueryRunner:
     """Runs query jobs on a bounded pool of worker threads, and keeps their state for polling.
 
@@ -140,31 +149,40 @@ class QueryRunner:
         # Built on the first query that extracts, with the catalog's options, and shared by the workers: each
         # extractor loads its model once.
         self._extractors: dict[str, Extractor] | None = None
+        # Requests holding a place in the queue while their bodies are read (see reservation).
+        self._reserved = 0
 
-    def check_capacity(self) -> None:
-        """Raise :class:`ServerBusy` when no further query may wait."""
-        with self._lock:
-            self._check_capacity()
-
-    def _check_capacity(self) -> None:
-        pending = sum(job.pending for job in self._jobs.values())
-        if pending >= self._settings.workers + self._settings.queue_limit:
-            raise ServerBusy(pending)
-
-    def submit(self, job: QueryJob) -> None:
-        """Queue ``job``.
+    @contextmanager
+    def reservation(self) -> Iterator[QueueSlot]:
+        """Hold a place in the queue while a request is read, so that a burst of uploads is refused before its
+        bodies are received; :meth:`submit` gives the place to the request's job, and leaving the block without
+        submitting gives it back.
 
         Raises
         ------
         ServerBusy
-            When ``workers + queue_limit`` queries are already pending; the job's upload is then removed.
+            When ``workers + queue_limit`` queries are already pending or being received.
         """
         with self._lock:
-            try:
-                self._check_capacity()
-            except ServerBusy:
-                media.remove_temp_folder(job.upload_dir)
-                raise
+            pending = self._reserved + sum(job.pending for job in self._jobs.values())
+            if pending >= self._settings.workers + self._settings.queue_limit:
+                raise ServerBusy(pending)
+            self._reserved += 1
+        slot = QueueSlot()
+        try:
+            yield slot
+        finally:
+            with self._lock:
+                if not slot.taken:
+                    self._reserved -= 1
+
+    def submit(self, job: QueryJob, slot: QueueSlot) -> None:
+        """Queue ``job`` in the place ``slot`` holds (from :meth:`reservation`)."""
+        with self._lock:
+            if slot.taken:
+                raise ValueError("this queue slot already holds a job")
+            slot.taken = True
+            self._reserved -= 1
             self._jobs[job.id] = job
             self._forget_finished()
         self._pool.submit(self._run, job)
@@ -214,7 +232,10 @@ class QueryRunner:
             # The reason is about this query's source, whatever temporary path the extractor saw.
             self._update(job, status="failed", stage="failed", error=f"{job.source}: {exc.reason}")
         except MvrError as exc:
-            self._update(job, status="failed", stage="failed", error=str(exc))
+            # A catalog error names the catalog's folder: the client knows the catalog by its name only.
+            root = self._catalogs.root
+            text = str(exc).replace(str(root.resolve()), root.name).replace(str(root), root.name)
+            self._update(job, status="failed", stage="failed", error=text)
         except Exception as exc:  # a worker must always settle its job, or the client would poll forever
             logger.exception("query %s (%s) failed", job.id, job.source)
             self._update(job, status="failed", stage="failed",
