@@ -30,3 +30,7 @@ class DegenerateMetricError(MvrError):
 
 class UsageError(MvrError):
     """The user asked for something that does not exist or does not fit (an unknown metric, space or protocol)."""
+
+
+class UnknownVideoError(UsageError):
+    """A video named by id, source or content that the catalog does not hold."""

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mvr.cli.parser import build_parser
 from mvr.config import RuntimeSettings, prepare_process_environment
@@ -23,6 +24,11 @@ from mvr.errors import MvrError, UsageError
 from mvr.features import SpaceOptions, VisualSettings
 from mvr.ingest.policy import MIB, SourcePolicy
 from mvr.presets import Preset, get_preset
+
+if TYPE_CHECKING:
+    from mvr.retrieval.discovery import Walk
+    from mvr.retrieval.fusion import Fusion
+    from mvr.store import Video
 
 EXIT_FAILED = 1
 
@@ -122,21 +128,12 @@ def run_index(args: argparse.Namespace) -> int:
 def run_query(args: argparse.Namespace) -> int:
     """``mvr query``: print the top-k recommendations as a table or JSON."""
     from mvr.retrieval.query import recommend
-    from mvr.retrieval.targets import FUSED
-    from mvr.retrieval.tuning import parse_weights
     from mvr.store import Catalog
 
-    preset = _preset(args)
-    fusion = args.fusion or preset.fusion
-    weights = parse_weights(args.fusion_weights) if args.fusion_weights else None
-    if weights and args.modality != FUSED:
-        raise UsageError("--fusion-weights weighs the spaces of a fused search: add --modality fused")
-    # A preset's own metric for the fused search (the study's) is explicit; mvr's leaves the tuned ones in place.
-    metric = args.metric or (preset.metrics[args.modality] if args.preset else None)
     with Catalog.open(args.catalog, create=False) as catalog:
-        found = recommend(catalog, args.source, modality=args.modality, metric=metric, k=args.k,
-                          options=_requested_options(args), fusion=fusion, weights=weights, exact=args.exact,
-                          runtime=args.runtime, policy=_policy(args))
+        found = recommend(catalog, args.source, k=args.k, options=_requested_options(args), exact=args.exact,
+                          runtime=args.runtime, policy=_policy(args),
+                          **_search(args, _preset(args) if args.preset else None))
     for note in found.notes:
         print(_one_line(f"note: {note}"), file=sys.stderr)
     if found.tied_at_cut:
@@ -145,23 +142,103 @@ def run_query(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found.to_dict(True if args.explain else None), indent=2))
         return 0
+    measure = _measure(found.fusion, found.metric, found.weights_from)
     if found.fusion is not None and found.fusion.method != "concat":
         # Late fusion adds standardised distances: the score is relative to this query's candidates.
-        weights_text = ", ".join(f"{space} {weight:.2g}" for space, weight in found.fusion.weights.items())
-        metrics_text = "/".join(dict.fromkeys(found.fusion.metric_of(space, found.metric)
-                                              for space in found.fusion.spaces))
-        measure = (f"{found.fusion.method} fusion of {metrics_text} distances, {found.weights_from} weights"
-                   f" {weights_text}; similarity: the share of candidates farther away")
+        measure += "; similarity: the share of candidates farther away"
         rows = [(str(m.rank), m.video.title, m.video.label or "", f"{100 * m.similarity:.0f}%", _why_text(m.why))
                 for m in found.matches]
         header = ("rank", "title", "label", "similarity", "why")
     else:
-        measure = f"{found.metric} distance"
         rows = [(str(m.rank), m.video.title, m.video.label or "", f"{m.distance:.6g}") for m in found.matches]
         header = ("rank", "title", "label", "distance")
     print(f"{found.modality} recommendations for {found.query['title']} ({measure})")
     _print_table(header, rows)
     return 0
+
+
+def _search(args: argparse.Namespace, preset: Preset | None = None) -> dict:
+    """The search the options ask for, as the API's ``modality``, ``metric``, ``fusion`` and ``weights``.
+
+    A preset's own metric (the study's, for the fused search) counts as named; without one, the tuned metrics
+    stay in place.
+    """
+    from mvr.retrieval.targets import FUSED
+    from mvr.retrieval.tuning import parse_weights
+
+    weights = parse_weights(args.fusion_weights) if args.fusion_weights else None
+    if weights and args.modality != FUSED:
+        raise UsageError("--fusion-weights weighs the spaces of a fused search: add --modality fused")
+    return {"modality": args.modality, "metric": args.metric or (preset.metrics[args.modality] if preset else None),
+            "fusion": args.fusion or (preset or get_preset(None)).fusion, "weights": weights}
+
+
+def _measure(fusion: Fusion | None, metric: str, weights_from: str) -> str:
+    """What a search's distances are, in a few words."""
+    if fusion is None or fusion.method == "concat":
+        return f"{metric} distance"
+    weights_text = ", ".join(f"{space} {weight:.2g}" for space, weight in fusion.weights.items())
+    metrics_text = "/".join(dict.fromkeys(fusion.metric_of(space, metric) for space in fusion.spaces))
+    return f"{fusion.method} fusion of {metrics_text} distances, {weights_from} weights {weights_text}"
+
+
+def run_mix(args: argparse.Namespace) -> int:
+    """``mvr mix``: a play queue that flows from the seeds, as a table, JSON or an M3U playlist."""
+    from mvr.retrieval.discovery import build_mix, find_video
+    from mvr.store import Catalog
+
+    with Catalog.open(args.catalog, create=False) as catalog:
+        seeds = [find_video(catalog, name, policy=_policy(args)).id for name in args.seeds]
+        avoid = [find_video(catalog, name, policy=_policy(args)).id for name in args.avoid]
+        found = build_mix(catalog, seeds=seeds, avoid=avoid, n=args.n, **_search(args))
+    title = f"{found.modality} mix from {_titles(found.seeds)}"
+    if found.avoid:
+        title += f", away from {_titles(found.avoid)}"
+    _show_walk(args, found, title, ("#", "title", "label", "group", "distance"),
+               [(str(step.position), step.video.title, step.video.label or "", step.video.group or "",
+                 _number_text(step.distance)) for step in found.items])
+    return 0
+
+
+def run_path(args: argparse.Namespace) -> int:
+    """``mvr path``: videos from A to B, each near the one before, as a table, JSON or an M3U playlist."""
+    from mvr.retrieval.discovery import build_path, find_video
+    from mvr.store import Catalog
+
+    with Catalog.open(args.catalog, create=False) as catalog:
+        start, end = (find_video(catalog, name, policy=_policy(args)).id for name in (args.start, args.end))
+        found = build_path(catalog, start=start, end=end, n=args.n, **_search(args))
+    _show_walk(args, found, f"{found.modality} path from {_titles([found.start])} to {_titles([found.end])}",
+               ("#", "title", "label", "distance", "to end"),
+               [(str(step.position), step.video.title, step.video.label or "", _number_text(step.distance),
+                 _number_text(step.to_end)) for step in found.items])
+    return 0
+
+
+def _show_walk(args: argparse.Namespace, found: Walk, title: str, header: Sequence[str],
+               rows: Sequence[Sequence[str]]) -> None:
+    """A mix's or a path's notes (on stderr), then its JSON, or its table and, with ``--m3u``, its playlist."""
+    for note in found.notes:
+        print(_one_line(f"note: {note}"), file=sys.stderr)
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2))
+        return
+    if args.m3u is not None:
+        try:
+            args.m3u.write_text(found.to_m3u(), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{args.m3u}: cannot write the playlist ({exc.strerror or exc})") from None
+        print(f"wrote {args.m3u} ({len(found.items)} videos)", file=sys.stderr)
+    print(f"{title} ({_measure(found.fusion, found.metric, found.weights_from)}; distance: from the previous video)")
+    _print_table(header, rows)
+
+
+def _titles(videos: Sequence[Video]) -> str:
+    return ", ".join(f"#{video.id} {video.title}" for video in videos)
+
+
+def _number_text(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
 
 
 def _why_text(why: dict[str, dict]) -> str:
@@ -313,6 +390,7 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 COMMANDS = {
     "index": run_index, "query": run_query, "list": run_list, "features": run_features, "serve": run_serve,
     "evaluate": run_evaluate, "tune": run_tune, "dataset build": run_dataset_build, "reindex": run_reindex,
+    "mix": run_mix, "path": run_path,
 }
 """What runs each verb."""
 

@@ -17,6 +17,8 @@ from mvr.ingest.executors import EXECUTORS
 from mvr.presets import PRESETS
 from mvr.retrieval.targets import (
     DEFAULT_FUSION,
+    DEFAULT_MIX_LENGTH,
+    DEFAULT_PATH_LENGTH,
     FUSIONS,
     default_metrics,
     search_targets,
@@ -50,20 +52,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     _download_options(index)
     index.set_defaults(run=commands["index"])
 
-    targets = search_targets()
     query = verbs.add_parser("query", help="recommend the catalog videos most similar to a video")
     query.add_argument("source", metavar="SOURCE", help="video file or http(s) URL")
     _catalog_option(query)
-    query.add_argument("--modality", choices=targets, default="audio",
-                       help=f"what to compare: {', '.join(targets)} (default audio)")
-    query.add_argument("--metric", choices=METRICS, default=None,
-                       help="distance metric (default per modality: "
-                            + ", ".join(f"{m} {d}" for m, d in default_metrics().items()) + ")")
-    query.add_argument("--fusion", choices=FUSIONS, default=None,
-                       help=f"how fused search combines the spaces (default {DEFAULT_FUSION})")
-    query.add_argument("--fusion-weights", dest="fusion_weights", metavar="SPACE=W,...", default=None,
-                       help="fused search's weights, e.g. " + ",".join(f"{s}=0.5" for s in space_names()[:2])
-                            + " (default: the catalog's, from mvr tune, else equal)")
+    _search_options(query)
     query.add_argument("--explain", action="store_true",
                        help="with --json: each result's similarity and why (always there for tuned or explicit"
                             " weights)")
@@ -74,6 +66,26 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     _visual_options(query)
     _download_options(query)
     query.set_defaults(run=commands["query"])
+
+    seed_help = ("a catalog video: its id, its source as mvr list shows it, or a file or URL whose content the"
+                 " catalog holds")
+    mix = verbs.add_parser("mix", help="a play queue that flows from seed videos of the catalog")
+    mix.add_argument("seeds", nargs="+", metavar="SEED", help=f"{seed_help}; the queue starts with the first")
+    mix.add_argument("--avoid", nargs="+", action="extend", default=[], metavar="SEED",
+                     help="catalog videos to be less like (same forms as SEED; repeatable); never played, nor other"
+                          " excerpts of their tracks (default none)")
+    mix.add_argument("-n", type=_positive_int, default=DEFAULT_MIX_LENGTH,
+                     help=f"how many videos, the first seed included (default {DEFAULT_MIX_LENGTH})")
+    _walk_options(mix)
+    mix.set_defaults(run=commands["mix"])
+
+    path = verbs.add_parser("path", help="a path of videos from one catalog video to another")
+    path.add_argument("start", metavar="A", help=f"the first video: {seed_help}")
+    path.add_argument("end", metavar="B", help="the last video, in the same forms")
+    path.add_argument("-n", type=_at_least_two, default=DEFAULT_PATH_LENGTH,
+                      help=f"how many videos, A and B included (default {DEFAULT_PATH_LENGTH})")
+    _walk_options(path)
+    path.set_defaults(run=commands["path"])
 
     reindex = verbs.add_parser("reindex", help="rebuild the catalog's saved search indexes")
     _catalog_option(reindex)
@@ -153,6 +165,31 @@ def _catalog_option(sub: argparse.ArgumentParser) -> None:
                      help="catalog folder (default: $MVR_CATALOG)")
 
 
+def _search_options(sub: argparse.ArgumentParser) -> None:
+    targets = search_targets()
+    sub.add_argument("--modality", choices=targets, default="audio",
+                     help=f"what to compare: {', '.join(targets)} (default audio)")
+    sub.add_argument("--metric", choices=METRICS, default=None,
+                     help="distance metric (default per modality: "
+                          + ", ".join(f"{m} {d}" for m, d in default_metrics().items()) + ")")
+    sub.add_argument("--fusion", choices=FUSIONS, default=None,
+                     help=f"how fused search combines the spaces (default {DEFAULT_FUSION})")
+    sub.add_argument("--fusion-weights", dest="fusion_weights", metavar="SPACE=W,...", default=None,
+                     help="fused search's weights, e.g. " + ",".join(f"{s}=0.5" for s in space_names()[:2])
+                          + " (default: the catalog's, from mvr tune, else equal)")
+
+
+def _walk_options(sub: argparse.ArgumentParser) -> None:
+    """The options of mix and path, after their own: the catalog, the search, the output, seeds' downloads."""
+    _catalog_option(sub)
+    _search_options(sub)
+    output = sub.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON (default: a table)")
+    output.add_argument("--m3u", type=Path, metavar="FILE", default=None,
+                        help="also write an M3U playlist of the media files (absolute paths) to FILE (default none)")
+    _download_options(sub)
+
+
 def _preset_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--preset", choices=tuple(PRESETS), default=None,
                      help="paper: the study's setup (ResNet-152 on every I-frame, raw concatenation, its"
@@ -177,7 +214,15 @@ def _download_options(sub: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _at_least_two(text: str) -> int:
+    return _whole_number(text, 2)
+
+
+def _whole_number(text: str, least: int) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}")
     return value

@@ -18,7 +18,7 @@ from mvr.errors import MediaError, UsageError
 from mvr.features import Extractor, FeatureGroup, SpaceOptions, build_extractors, extract_features
 from mvr.index.base import check_metric
 from mvr.ingest.policy import SourcePolicy
-from mvr.ingest.resolve import resolve
+from mvr.ingest.resolve import ResolvedMedia, resolve
 from mvr.retrieval.explain import group_shares
 from mvr.retrieval.fusion import Fusion, Pool
 from mvr.retrieval.search import Ranked, SearcherCache, rank
@@ -105,10 +105,7 @@ class Recommendation:
             "results": [match.to_dict(explain) for match in self.matches],
         }
         if explain and self.fusion is not None:
-            found["fusion"] = {"method": self.fusion.method, "weights": dict(self.fusion.weights),
-                               "metrics": {space: self.fusion.metric_of(space, self.metric)
-                                           for space in self.fusion.spaces},
-                               "weights_from": self.weights_from}
+            found["fusion"] = fusion_dict(self.fusion, self.metric, self.weights_from)
         if self.tied_at_cut:
             found["tied_at_cut"] = True
         return found
@@ -122,6 +119,13 @@ class QueryVectors:
     description: dict
     vectors: dict[str, np.ndarray]
     notes: list[str]
+
+
+def fusion_dict(fusion: Fusion, metric: str, weights_from: str) -> dict:
+    """How a fused search combined the spaces, as JSON: ``{"method", "weights", "metrics", "weights_from"}``."""
+    return {"method": fusion.method, "weights": dict(fusion.weights),
+            "metrics": {space: fusion.metric_of(space, metric) for space in fusion.spaces},
+            "weights_from": weights_from}
 
 
 def fusion_for(modality: str, method: str = DEFAULT_FUSION) -> Fusion | None:
@@ -165,6 +169,56 @@ def catalog_fusion(
 def spaces_of(modality: str, fusion: Fusion | None) -> tuple[str, ...]:
     """The feature spaces a search target reads."""
     return fusion.spaces if fusion is not None else (modality,)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """How a search of a catalog measures: its target, metric and fusion, and the pool of vectors it ranks.
+
+    Attributes
+    ----------
+    modality : str
+        One of :func:`mvr.retrieval.search_targets`.
+    metric : str
+        The search's metric (each space's that the fusion gives no metric of its own).
+    fusion : Fusion, optional
+        None for a space of its own.
+    weights_from : str
+        Where the fusion's weights come from, one of :data:`WEIGHT_ORIGINS`.
+    pool : Pool
+        The catalog's vectors in the spaces the target reads (:meth:`SearcherCache.pool`).
+    """
+
+    modality: str
+    metric: str
+    fusion: Fusion | None
+    weights_from: str
+    pool: Pool
+
+
+def plan_search(
+    catalog: Catalog,
+    modality: str,
+    *,
+    metric: str | None = None,
+    fusion: str = DEFAULT_FUSION,
+    weights: Mapping[str, float] | None = None,
+    searchers: SearcherCache,
+) -> SearchPlan:
+    """The target's fusion (:func:`catalog_fusion`: explicit weights, else the catalog's tuning, else equal ones),
+    its metric (by default the target's own, :func:`mvr.retrieval.default_metrics`) and its pool.
+
+    Raises
+    ------
+    UsageError
+        For an unknown modality, metric or fusion.
+    CatalogError
+        When no video of the catalog has the target's spaces.
+    """
+    chosen, weights_from = catalog_fusion(catalog, modality, fusion, weights=weights, metric_given=metric is not None)
+    metric = check_metric(metric or default_metrics()[modality])
+    pool = searchers.pool(catalog, spaces_of(modality, chosen))
+    return SearchPlan(modality=modality, metric=metric, fusion=chosen, weights_from=weights_from, pool=pool)
 
 
 def recommend(
@@ -222,19 +276,17 @@ def recommend(
     UsageError
         For an unknown modality, metric or fusion.
     """
-    chosen_fusion, weights_from = catalog_fusion(catalog, modality, fusion, weights=weights,
-                                                 metric_given=metric is not None)
-    metric = check_metric(metric or default_metrics()[modality])
     searchers = searchers or SearcherCache()
     runtime = runtime or RuntimeSettings()
-    spaces = spaces_of(modality, chosen_fusion)
-    pool = searchers.pool(catalog, spaces)  # an empty catalog fails before any download
+    # An empty catalog fails here, before any download.
+    plan = plan_search(catalog, modality, metric=metric, fusion=fusion, weights=weights, searchers=searchers)
+    spaces = plan.pool.spaces
     if extractors is None:
         extractors = build_extractors(catalog_options(catalog, spaces, options), runtime)
     found = query_vectors(catalog, source, spaces, extractors=extractors, runtime=runtime,
                           policy=policy or SourcePolicy())
-    return recommend_vectors(catalog, pool, found, modality, metric, fusion=chosen_fusion, k=k,
-                             searchers=None if exact else searchers, weights_from=weights_from,
+    return recommend_vectors(catalog, plan.pool, found, modality, plan.metric, fusion=plan.fusion, k=k,
+                             searchers=None if exact else searchers, weights_from=plan.weights_from,
                              groups={space: extractor.groups for space, extractor in extractors.items()})
 
 
@@ -295,6 +347,37 @@ def _why(ranked: Ranked, i: int, query: Mapping[str, np.ndarray], pool: Pool, ro
     return found
 
 
+def find_known(
+    catalog: Catalog,
+    source: str,
+    *,
+    policy: SourcePolicy,
+    on_stage: Callable[[str], None] | None = None,
+) -> tuple[Video | None, ResolvedMedia | None]:
+    """The catalog video that ``source`` (a file or URL) is, if any, and the media resolved to find out.
+
+    A URL is looked up by name first, so that a known one is not downloaded again; anything else is resolved
+    (downloaded, probed, hashed) and looked up by content, since a file may have changed since it was indexed.
+    The caller cleans up the resolved media (None when the name sufficed). ``on_stage`` hears ``"downloading"``.
+
+    Raises
+    ------
+    MediaError
+        When the source cannot be read or downloaded.
+    """
+    known = catalog.find_by_source(source) if media.is_url(source) else None
+    if known is not None:
+        return known, None
+    if on_stage and media.is_url(source):
+        on_stage("downloading")
+    resolved = resolve(source, policy=policy, tmp_dir=catalog.root / "tmp")
+    try:
+        return catalog.find_by_hash(resolved.content_hash), resolved
+    except BaseException:
+        resolved.cleanup()
+        raise
+
+
 def query_vectors(
     catalog: Catalog,
     source: str,
@@ -316,15 +399,8 @@ def query_vectors(
     CatalogError
         When the extractors' vectors cannot be compared with the catalog's.
     """
-    # A URL is looked up by name, so a known one is not downloaded again; a file by content, since it may change.
-    known = catalog.find_by_source(source) if media.is_url(source) else None
-    resolved = None
+    known, resolved = find_known(catalog, source, policy=policy, on_stage=on_stage)
     try:
-        if known is None:
-            if on_stage and media.is_url(source):
-                on_stage("downloading")
-            resolved = resolve(source, policy=policy, tmp_dir=catalog.root / "tmp")
-            known = catalog.find_by_hash(resolved.content_hash)
         if known is not None:
             description = {"source": source, "title": known.title, "id": known.id, "label": known.label}
             stored = {space: catalog.vector(known.id, space) for space in spaces}

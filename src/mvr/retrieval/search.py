@@ -231,12 +231,15 @@ def rank(
     return _ranked(distances(query, pool, metric, fusion, excluded[None, :]), pool.ids, metric, k)
 
 
-def _ranked(found: Distances, ids: np.ndarray, metric: str, k: int, outside: int = 0) -> Ranked:
-    """The first row of ``found`` ranked: its ``k`` best, with each space's parts and the similarities.
+def check_ranking(total: np.ndarray, metric: str) -> np.ndarray:
+    """Which of one query's candidates ``total`` (float ``(n,)``) ranks: those with a finite distance, bool ``(n,)``.
 
-    ``outside`` counts the candidates left out of ``found`` (by a shortlist) as farther than all of it.
+    Raises
+    ------
+    DegenerateMetricError
+        When no candidate has a finite distance, or all of them have the same one: such a ranking would be the
+        catalog's storage order, not an answer.
     """
-    total = found.total[0]
     finite = np.isfinite(total)
     if not finite.any():
         raise DegenerateMetricError(
@@ -248,6 +251,16 @@ def _ranked(found: Distances, ids: np.ndarray, metric: str, k: int, outside: int
             f"{metric}: gives every candidate the same distance ({total[finite][0]:.6g}) on these real-valued"
             " vectors, so it cannot rank them; choose another metric"
         )
+    return finite
+
+
+def _ranked(found: Distances, ids: np.ndarray, metric: str, k: int, outside: int = 0) -> Ranked:
+    """The first row of ``found`` ranked: its ``k`` best, with each space's parts and the similarities.
+
+    ``outside`` counts the candidates left out of ``found`` (by a shortlist) as farther than all of it.
+    """
+    total = found.total[0]
+    finite = check_ranking(total, metric)
     rows = np.lexsort((ids, np.where(finite, total, np.inf)))[:k]
     rows = rows[finite[rows]]
     return Ranked(ids=ids[rows], distances=total[rows],

@@ -15,6 +15,10 @@ fusion whose weights adapt to each query (:func:`mvr.retrieval.fusion.adaptive_w
 DEFAULT_FUSION = "late"
 EQUAL_WEIGHTS = {"audio": 0.5, "visual": 0.5}
 """The fused spaces and their weights by default: the study's two spaces, equally (``docs/evaluation.md``)."""
+DEFAULT_MIX_LENGTH = 20
+"""Videos in a mix by default (:func:`mvr.retrieval.discovery.build_mix`)."""
+DEFAULT_PATH_LENGTH = 8
+"""Videos in a path by default, both ends included (:func:`mvr.retrieval.discovery.build_path`)."""
 
 
 def search_targets() -> tuple[str, ...]:

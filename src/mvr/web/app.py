@@ -2,7 +2,8 @@
 
 Feature extraction takes seconds, so a query is a job: ``POST /api/queries`` answers at once with its id, a bounded
 pool of worker threads runs it (:mod:`mvr.web.jobs`), and the client polls ``GET /api/queries/{id}``. Past the
-queue limit the service answers 503 rather than piling up work.
+queue limit the service answers 503 rather than piling up work. A mix (``POST /api/mix``) and a path
+(``POST /api/path``) read only the stored vectors (:mod:`mvr.retrieval.discovery`), so they answer at once.
 
 The network edge is guarded because a URL query makes the server fetch what the client names: only http(s), no
 loopback, private or link-local address unless the operator allows them (:mod:`mvr.ingest.policy`), size and time
@@ -14,10 +15,10 @@ builds the catalog, offline; it writes only a search index under ``CATALOG/index
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as FastAPIPath
@@ -26,13 +27,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mvr import __version__, media
-from mvr.errors import UsageError
+from mvr.errors import MvrError, UnknownVideoError, UsageError
 from mvr.evaluation.report import RESULTS_FILE
 from mvr.index.base import METRICS
 from mvr.ingest.policy import AddressRefused, BadURL, check_url
+from mvr.retrieval.discovery import Walk, build_mix, build_path
 from mvr.retrieval.query import fusion_for, spaces_of
 from mvr.retrieval.search import SearcherCache
 from mvr.retrieval.targets import FUSED, default_metrics, search_targets
@@ -45,11 +47,18 @@ from mvr.web.models import (
     MAX_VIDEO_ID,
     ErrorOut,
     EvaluationOut,
+    MixOut,
+    MixRequest,
+    PathOut,
+    PathRequest,
+    PathStepOut,
     QueryAccepted,
     QueryOptions,
     QueryRequest,
     QueryStatus,
+    SearchOptions,
     ServiceInfo,
+    StepOut,
     VideoOut,
     VideoPage,
 )
@@ -58,6 +67,7 @@ from mvr.web.settings import ServiceSettings
 from mvr.web.uploads import megabytes, receive_upload
 
 STATIC_DIR = Path(__file__).with_name("static")
+Asked = TypeVar("Asked", bound=BaseModel)
 # Room for the multipart boundaries and the small form fields around an upload's bytes.
 FORM_OVERHEAD_BYTES = 64 * 1024
 # A JSON query is a few fields; anything much larger is not one.
@@ -103,7 +113,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     Catalog.open(settings.catalog, create=False).close()  # fail at start-up, not on the first request
     sweep_leftovers(settings.catalog)  # uploads and downloads a killed server left
     catalogs = ThreadCatalogs(Path(settings.catalog))
-    runner = QueryRunner(settings, catalogs, SearcherCache())
+    searchers = SearcherCache()
+    runner = QueryRunner(settings, catalogs, searchers)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -242,6 +253,37 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             reason = _one_line(exc) if isinstance(exc, ValidationError) else str(exc)
             raise HTTPException(500, f"{RESULTS_FILE}: not the format mvr evaluate writes ({reason})") from None
 
+    @app.post("/api/mix", response_model=MixOut, responses=_ERRORS, openapi_extra=_json_body(MixRequest),
+              tags=["discovery"])
+    async def create_mix(request: Request) -> MixOut:
+        """A play queue of ``n`` videos that flows from ``seeds`` and away from ``avoid`` (video ids), from the
+        stored vectors: answered at once. The rule: ``mvr.retrieval.discovery``."""
+        asked = await _read_json(request, MixRequest, "mix")
+        found = await run_in_threadpool(_discover, build_mix, asked, seeds=asked.seeds, avoid=asked.avoid, n=asked.n)
+        return MixOut(**found.to_dict() | {"seeds": [_video_out(video) for video in found.seeds],
+                                           "avoid": [_video_out(video) for video in found.avoid],
+                                           "items": _steps_out(found, StepOut)})
+
+    @app.post("/api/path", response_model=PathOut, responses=_ERRORS, openapi_extra=_json_body(PathRequest),
+              tags=["discovery"])
+    async def create_path(request: Request) -> PathOut:
+        """A path of ``n`` videos from ``start`` to ``end`` (video ids), each near the one before and no farther
+        from the end, from the stored vectors: answered at once. The rule: ``mvr.retrieval.discovery``."""
+        asked = await _read_json(request, PathRequest, "path")
+        found = await run_in_threadpool(_discover, build_path, asked, start=asked.start, end=asked.end, n=asked.n)
+        return PathOut(**found.to_dict() | {"start": _video_out(found.start), "end": _video_out(found.end),
+                                            "items": _steps_out(found, PathStepOut)})
+
+    def _discover(build: Callable[..., Walk], options: SearchOptions, **asked: object) -> Walk:
+        """A mix or a path of this thread's catalog; 404 for an unknown video, 422 for what does not fit."""
+        try:
+            return build(catalogs.get(), modality=options.modality, metric=options.metric,
+                         weights=_weights(options), searchers=searchers, **asked)
+        except UnknownVideoError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except MvrError as exc:
+            raise HTTPException(422, " ".join(str(exc).splitlines())) from None
+
     def _video_or_404(video_id: int) -> Video:
         video = catalogs.get().get(video_id)
         if video is None:
@@ -275,16 +317,42 @@ def catalog_targets(catalog: Catalog) -> list[str]:
 
 def _search_options(options: QueryOptions) -> dict:
     """A job's search fields from the request's options; 422 for weights that are not valid or not for fused."""
-    weights = None
-    if options.weights:
-        if options.modality != FUSED:
-            raise HTTPException(422, "weights: they weigh the spaces of a fused search (modality 'fused')")
-        try:
-            weights = parse_weights(options.weights)
-        except UsageError as exc:
-            raise HTTPException(422, str(exc)) from None
     return {"modality": options.modality, "metric": options.metric or default_metrics()[options.modality],
-            "metric_given": options.metric is not None, "k": options.k, "weights": weights}
+            "metric_given": options.metric is not None, "k": options.k, "weights": _weights(options)}
+
+
+def _weights(options: SearchOptions) -> dict[str, float] | None:
+    """The fused search's weights the request names, if any; 422 for weights that are not valid or not for fused."""
+    if not options.weights:
+        return None
+    if options.modality != FUSED:
+        raise HTTPException(422, "weights: they weigh the spaces of a fused search (modality 'fused')")
+    try:
+        return parse_weights(options.weights)
+    except UsageError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def _json_body(model: type[BaseModel]) -> dict:
+    """The OpenAPI description of a route that reads ``model`` as its JSON body itself (:func:`_read_json`)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+async def _read_json(request: Request, model: type[Asked], item: str) -> Asked:
+    """The request's JSON body as ``model``, read only when it is JSON and not too long (415, 411, 413, 422)."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("application/json"):
+        raise HTTPException(415, f"{item}: send JSON, not '{content_type or 'nothing'}'")
+    _check_length(request, MAX_JSON_BYTES, item)
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise HTTPException(422, _one_line(exc)) from None
+
+
+def _steps_out(found: Walk, model: type[StepOut]) -> list[StepOut]:
+    """A walk's steps with each video's addresses."""
+    return [model(**step.to_dict() | {"video": _video_out(step.video)}) for step in found.items]
 
 
 def _check_length(request: Request, limit: int, item: str) -> None:

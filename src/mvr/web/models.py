@@ -7,9 +7,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from mvr.index.base import METRICS
-from mvr.retrieval.targets import search_targets
+from mvr.retrieval.targets import DEFAULT_MIX_LENGTH, DEFAULT_PATH_LENGTH, search_targets
 
 MAX_K = 50
+
+MAX_WALK = 500
+"""The longest mix or path the API makes."""
+MAX_SEEDS = 50
+"""The most seed (or avoided) videos of one mix."""
 
 MAX_VIDEO_ID = 2**63 - 1
 """SQLite's largest integer: a larger id cannot name a video."""
@@ -22,18 +27,23 @@ Modality = Literal[search_targets()]  # type: ignore[valid-type]
 Metric = Literal[METRICS]  # type: ignore[valid-type]
 
 
-class QueryOptions(BaseModel):
-    """How to search: the modality, the distance metric and how many results."""
+class SearchOptions(BaseModel):
+    """How to measure: the modality, the distance metric and, for fused search, the weights."""
 
     model_config = ConfigDict(extra="forbid")
 
     modality: Modality = Field("audio", description="audio, visual, or fused (the multimodal search)")
     metric: Metric | None = Field(None, description="distance metric; by default the modality's own (for a tuned"
                                                     " fused search, each space's tuned one)")
-    k: int = Field(5, ge=1, le=MAX_K, description="how many recommendations")
     weights: dict[str, float] | str | None = Field(
         None, description="fused search only: each space's weight, as an object or as text 'audio=0.7,visual=0.3';"
                           " by default the catalog's tuned weights (mvr tune), else equal ones")
+
+
+class QueryOptions(SearchOptions):
+    """How to search: the modality, the distance metric and how many results."""
+
+    k: int = Field(5, ge=1, le=MAX_K, description="how many recommendations")
 
 
 class QueryRequest(QueryOptions):
@@ -47,6 +57,24 @@ class QueryRequest(QueryOptions):
         if (self.url is None) == (self.video_id is None):
             raise ValueError("give either url or video_id")
         return self
+
+
+class MixRequest(SearchOptions):
+    """A play queue that flows from seed videos and away from avoided ones (``mvr mix``)."""
+
+    seeds: list[VideoId] = Field(min_length=1, max_length=MAX_SEEDS,
+                                 description="catalog videos to be more like; the queue starts with the first")
+    avoid: list[VideoId] = Field(default_factory=list, max_length=MAX_SEEDS,
+                                 description="catalog videos to be less like; never played, nor their groups")
+    n: StrictInt = Field(DEFAULT_MIX_LENGTH, ge=1, le=MAX_WALK, description="how many videos the queue holds")
+
+
+class PathRequest(SearchOptions):
+    """A path of videos from one catalog video to another (``mvr path``)."""
+
+    start: VideoId = Field(description="the first video (A)")
+    end: VideoId = Field(description="the last video (B)")
+    n: StrictInt = Field(DEFAULT_PATH_LENGTH, ge=2, le=MAX_WALK, description="how many videos, A and B included")
 
 
 class QueryAccepted(BaseModel):
@@ -145,6 +173,48 @@ class VideoOut(BaseModel):
     modalities: list[str]
     thumbnail_url: str
     media_url: str
+
+
+class StepOut(BaseModel):
+    """One video of a mix or a path."""
+
+    position: int = Field(description="its place, from 1")
+    video: VideoOut
+    distance: float | None = Field(description="the search's distance from the previous video; null for the first")
+    score: float | None = Field(description="the blended score that chose it (lower is nearer); null for a video"
+                                            " the request placed (a mix's first seed, a path's ends)")
+
+
+class PathStepOut(StepOut):
+    """One video of a path, with its distance to the path's end."""
+
+    distance_to_end: float | None = Field(description="the search's distance from the end (B); never grows along"
+                                                      " the path")
+
+
+class WalkOut(BaseModel):
+    """What a mix and a path answer alike."""
+
+    modality: Modality
+    metric: Metric
+    notes: list[str] = Field(description="why fewer videos came than were asked for, if so")
+    fusion: FusionOut | None = None
+
+
+class MixOut(WalkOut):
+    """A play queue (the JSON of ``mvr mix --json``, with each video's addresses)."""
+
+    seeds: list[VideoOut]
+    avoid: list[VideoOut]
+    items: list[StepOut]
+
+
+class PathOut(WalkOut):
+    """A path from ``start`` to ``end`` (the JSON of ``mvr path --json``, with each video's addresses)."""
+
+    start: VideoOut
+    end: VideoOut
+    items: list[PathStepOut]
 
 
 class VideoPage(BaseModel):
