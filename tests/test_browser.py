@@ -10,7 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,12 +47,18 @@ def server_url(catalog_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, music_videos) -> Iterator[str]:
+def served_release(tmp_path_factory: pytest.TempPathFactory, music_videos) -> Iterator[tuple[str, threading.Event]]:
+    """The held-out videos over HTTP, and the event that releases the server's ``/slow/`` paths."""
     folder = tmp_path_factory.mktemp("served")
     for path in held_out(music_videos):
         shutil.copy(path, folder / path.name)
-    with media_server(folder) as (base, _release):
-        yield base
+    with media_server(folder) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def served(served_release: tuple[str, threading.Event]) -> str:
+    return served_release[0]
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +73,42 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
-@pytest.fixture
-def page(browser, server_url: str) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1360, "height": 900})
+@contextmanager
+def open_page(browser, url: str, width: int = 1360, height: int = 900) -> Iterator[object]:
+    """A page in a fresh browser context, opened at ``url`` and ready; fails on any script error."""
+    context = browser.new_context(viewport={"width": width, "height": height})
     opened = context.new_page()
     problems: list[str] = []
     opened.on("pageerror", lambda error: problems.append(str(error)))
-    opened.goto(server_url)
+    opened.goto(url)
     opened.wait_for_selector("body[data-ready=true]")
-    yield opened
-    context.close()
+    try:
+        yield opened
+    finally:
+        context.close()
     assert not problems, problems  # no script error on the page
+
+
+@pytest.fixture
+def page(browser, server_url: str) -> Iterator[object]:
+    with open_page(browser, server_url) as opened:
+        yield opened
+
+
+def api_get(server_url: str, path: str) -> dict:
+    with urllib.request.urlopen(f"{server_url}{path}", timeout=30) as response:
+        return json.load(response)
+
+
+def api_post(server_url: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(f"{server_url}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def catalog_videos(server_url: str) -> list[dict]:
+    return api_get(server_url, "/api/videos?limit=500")["items"]
 
 
 @pytest.fixture(scope="module")
@@ -89,21 +124,51 @@ def save_screenshot(page, path: Path) -> None:
     print(f"screenshot: {path}")
 
 
-def wait_for_results(page) -> list[dict]:
-    """Wait for five result cards whose thumbnails have loaded; return what each card shows."""
-    page.wait_for_function("document.querySelectorAll('#cards .result-card').length === 5",
+def wait_for_results(page, count: int = 5) -> list[dict]:
+    """Wait for ``count`` result cards, the query done and the thumbnails loaded; return what each card shows."""
+    page.wait_for_function(f"document.querySelectorAll('#cards .result-card').length === {count}"
+                           " && document.body.dataset.running === 'false' && !document.querySelector('#results').hidden",
                            timeout=RESULTS_TIMEOUT_MS)
     page.wait_for_function(
         "[...document.querySelectorAll('#cards img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
     return page.eval_on_selector_all("#cards .result-card", """cards => cards.map(card => ({
+        id: Number(card.dataset.videoId),
         rank: card.querySelector('.rank').textContent,
         title: card.querySelector('.title').textContent,
         label: card.querySelector('.label').textContent,
         distance: card.querySelector('.distance').textContent,
+        distanceTitle: card.querySelector('.distance').title,
+        similarity: card.querySelector('.similar-bar') ? {
+            value: parseFloat(card.querySelector('.similar-bar').dataset.similarity),
+            width: card.querySelector('.similar-bar div').style.width} : null,
+        sameTrack: card.querySelector('.same-track') !== null,
         thumbnail: card.querySelector('img.thumb').naturalWidth,
         bars: [...card.querySelectorAll('.space-bars .track')].map(track => ({
             space: track.dataset.space, width: parseFloat(track.firstChild.style.width)})),
     }))""")
+
+
+def assert_absolute_similarity(cards: list[dict]) -> None:
+    """Each card reads as a similarity, 0-100 %, and its bar is that share of its width, not one relative to the
+    other results."""
+    for card in cards:
+        value = card["similarity"]["value"]
+        assert 0 <= value <= 1
+        assert card["distance"] == f"{round(100 * value)}% similar"
+        assert card["similarity"]["width"] == f"{round(100 * value)}%"
+        assert "distance" in card["distanceTitle"]  # the raw distance is still there, in the tooltip
+    values = [card["similarity"]["value"] for card in cards]
+    assert values == sorted(values, reverse=True)
+
+
+def sibling_pair(server_url: str) -> tuple[dict, dict]:
+    """Two catalog videos of one group (two excerpts of one track)."""
+    by_group: dict[str, list[dict]] = {}
+    for video in catalog_videos(server_url):
+        by_group.setdefault(video["group"], []).append(video)
+    pairs = [videos for group, videos in sorted(by_group.items()) if group and len(videos) >= 2]
+    assert pairs, "the web catalog holds both excerpts of some track"
+    return pairs[0][0], pairs[0][1]
 
 
 def test_paste_a_url_and_see_five_recommendations(page, served: str, music_videos, artifacts: Path) -> None:
@@ -114,12 +179,27 @@ def test_paste_a_url_and_see_five_recommendations(page, served: str, music_video
     cards = wait_for_results(page)
     titles = {path.stem: label for path, label in music_videos.labels.items()}
     assert [card["rank"] for card in cards] == ["#1", "#2", "#3", "#4", "#5"]
-    assert all(card["title"] and card["thumbnail"] > 0 and card["distance"].startswith("distance ") for card in cards)
+    assert all(card["title"] and card["thumbnail"] > 0 for card in cards)
+    # Six candidates, none tied: 100 %, 80 %, ... 20 % of the others are farther away.
+    assert_absolute_similarity(cards)
+    assert [card["distance"] for card in cards] == ["100% similar", "80% similar", "60% similar", "40% similar",
+                                                    "20% similar"]
     assert {card["label"] for card in cards} <= set(titles.values())
     assert cards[0]["label"] == music_videos.labels[query]
     assert page.text_content("#query-title") == query.stem
     assert page.is_hidden("#error") and page.is_hidden("#progress")
+    # A URL the catalog does not hold has no group, hence no same-track mark, and no seed for a mix.
+    assert not any(card["sameTrack"] for card in cards) and page.is_hidden("#query-mix")
     save_screenshot(page, artifacts / "results.png")
+
+    # The address holds the query and its options; opening it in a fresh page shows the same results.
+    link = page.evaluate("location.hash")
+    assert link.startswith("#/search?url=") and "modality=audio" in link and "k=5" in link
+    assert page.get_attribute("#query-link", "href") == link
+    with open_page(page.context.browser, f"{page.url.split('#')[0]}{link}") as fresh:
+        again = wait_for_results(fresh)
+        assert [card["id"] for card in again] == [card["id"] for card in cards]
+        assert fresh.input_value("#url") == f"{served}/{query.name}"
 
     # A result's player streams the catalog's media, and can seek (HTTP range requests).
     page.click("#cards .result-card:first-child .play")
@@ -145,8 +225,14 @@ def test_drop_a_file_with_multimodal_search(page, music_videos, artifacts: Path)
         assert [bar["space"] for bar in card["bars"]] == ["audio", "visual"]
         assert all(0 <= bar["width"] <= 100 for bar in card["bars"])
     assert page.is_hidden("#tie-badge")
-    # The query's own video plays from the chosen file, without another upload.
+    assert_absolute_similarity(cards)
+    # The query's own video plays from the chosen file, without another upload; the catalog has no thumbnail of it,
+    # so the player shows the frame a second in rather than the black before the first picture.
     assert page.eval_on_selector("#query-player video", "video => video.src").startswith("blob:")
+    page.wait_for_function("""(() => { const video = document.querySelector('#query-player video');
+        return video.dataset.posterFrame && video.readyState >= 2 && video.currentTime > 0 && video.paused; })()""")
+    assert page.get_attribute("#query-link", "hidden") is not None  # an upload has no link
+    assert page.evaluate("location.hash") == "#/search"
     save_screenshot(page, artifacts / "results-upload.png")
 
     # Weights chosen in the advanced options replace the catalog's.
@@ -215,3 +301,169 @@ def test_evaluation_page_charts_the_latest_results(page, catalog_dir: Path, arti
     assert "industrial 0.92" in page.get_attribute("#charts .chart-row[data-metric=euclidean] .track", "title")
     assert page.text_content("#evaluation-summary") == "precision@5, leave-one-out protocol"
     save_screenshot(page, artifacts / "evaluation.png")
+
+
+def test_title_filter_in_the_collection(page, server_url: str) -> None:
+    everything = catalog_videos(server_url)
+    part = everything[-1]["title"][1:-1].upper()
+    expected = [video["id"] for video in everything if part.casefold() in video["title"].casefold()]
+    page.click("nav a[data-page=collection]")
+    page.wait_for_function(f"document.querySelectorAll('#collection-grid .collection-card').length === "
+                           f"{len(everything)}")
+    page.fill("#title-filter", part)
+    page.wait_for_function(f"document.querySelector('#collection-grid').dataset.title === {json.dumps(part)}")
+    shown = page.eval_on_selector_all("#collection-grid .collection-card", "cards => cards.map(c => +c.dataset.videoId)")
+    assert shown == expected and 1 <= len(shown) < len(everything)
+    assert page.text_content("#collection-count") == f"{len(expected)} video{'' if len(expected) == 1 else 's'}"
+    page.fill("#title-filter", "no such title")
+    page.wait_for_selector("#page-info:has-text('No videos')")
+    page.fill("#title-filter", "")
+    page.wait_for_function(f"document.querySelectorAll('#collection-grid .collection-card').length === "
+                           f"{len(everything)}")
+
+
+def test_a_results_link_opens_the_same_results_with_a_poster_and_same_track_marks(
+        page, browser, server_url: str, artifacts: Path) -> None:
+    query, sibling = sibling_pair(server_url)
+    # Options chosen in the form, then Find similar on the collection page.
+    page.click("#modality [data-modality=fused]")
+    page.click("details.advanced summary")
+    page.fill("#k", "4")
+    page.click("nav a[data-page=collection]")
+    page.click(f"#collection-grid .collection-card[data-video-id='{query['id']}'] .find-similar")
+    cards = wait_for_results(page, 4)
+    link = f"#/search?video={query['id']}&modality=fused&k=4"
+    assert page.evaluate("location.hash") == link
+    assert page.is_visible("#page-search") and page.text_content("#query-title") == query["title"]
+    assert_absolute_similarity(cards)
+    # The other excerpt of the query's track is marked, and only it.
+    assert [card["id"] for card in cards if card["sameTrack"]] == [sibling["id"]]
+    # The query's player shows the catalog's thumbnail until played.
+    poster = page.eval_on_selector("#query-player video", "video => video.poster")
+    assert poster.endswith(f"/api/videos/{query['id']}/thumbnail")
+    assert urllib.request.urlopen(poster, timeout=30).headers["content-type"] == "image/jpeg"
+    save_screenshot(page, artifacts / "results-linked.png")
+
+    expected = [card["id"] for card in cards]
+    for opened in (f"{server_url}/{link}", f"{server_url}/#video={query['id']}&modality=fused&k=4"):
+        with open_page(browser, opened) as fresh:
+            again = wait_for_results(fresh, 4)
+            assert [card["id"] for card in again] == expected
+            assert fresh.get_attribute("#modality [data-modality=fused]", "aria-checked") == "true"
+            assert fresh.input_value("#k") == "4"
+            assert "late fusion" in fresh.text_content("#results-heading")
+
+    # A link that names a video the catalog does not hold says so.
+    with open_page(browser, f"{server_url}/#/search?video=999&modality=audio&k=5") as fresh:
+        fresh.wait_for_selector("#error:has-text('video 999: not in the catalog')")
+        assert fresh.is_hidden("#results")
+
+
+def test_mix_from_here_plays_the_queue_one_video_after_another(page, server_url: str, artifacts: Path) -> None:
+    query, _ = sibling_pair(server_url)
+    page.goto(f"{server_url}/#/search?video={query['id']}&modality=visual&k=5")
+    cards = wait_for_results(page)
+    page.click("#query-mix")
+    page.wait_for_function("document.querySelectorAll('#mix-queue .mix-item').length > 0"
+                           " && document.querySelector('#mix').dataset.loading === 'false'")
+    expected = api_post(server_url, "/api/mix", {"seeds": [query["id"]], "n": 20, "modality": "visual"})
+    queue = page.eval_on_selector_all("#mix-queue .mix-item", "items => items.map(i => +i.dataset.videoId)")
+    assert queue == [item["video"]["id"] for item in expected["items"]] and queue[0] == query["id"]
+    assert len(queue) >= 3 and len(set(queue)) == len(queue)
+    assert page.text_content("#mix-notes") == "".join(expected["notes"])  # the catalog is shorter than 20
+    media = [item["video"]["media_url"] for item in expected["items"]]
+
+    def playing() -> str:
+        return page.eval_on_selector("#mix-video", "video => new URL(video.src).pathname")
+
+    assert playing() == media[0]
+    assert page.get_attribute("#mix-video", "poster").endswith(expected["items"][0]["video"]["thumbnail_url"])
+    assert page.text_content("#mix-queue .mix-item.current .mix-item-title") == expected["items"][0]["video"]["title"]
+    save_screenshot(page, artifacts / "mix.png")
+
+    # The "next" control moves the player on to the next video.
+    page.click("#mix-next")
+    assert playing() == media[1] and page.get_attribute("#mix", "data-index") == "1"
+    # The end of a video starts the next: play the last half second for real.
+    page.wait_for_function("document.querySelector('#mix-video').readyState >= 1")
+    page.eval_on_selector("#mix-video", """video => { video.muted = true; video.currentTime = video.duration - 0.5;
+                                                      video.play(); }""")
+    page.wait_for_function(f"new URL(document.querySelector('#mix-video').src).pathname === {json.dumps(media[2])}",
+                           timeout=30_000)
+    assert page.get_attribute("#mix", "data-index") == "2"
+    assert page.eval_on_selector_all("#mix-queue .mix-item.played", "items => items.length") == 2
+
+    # A result card starts a mix of its own.
+    second = cards[1]["id"]
+    page.click(f"#cards .result-card[data-video-id='{second}'] .mix-button")
+    page.wait_for_function(f"document.querySelector('#mix-queue .mix-item')?.dataset.videoId === '{second}'")
+    assert playing() == f"/api/videos/{second}/media"
+    assert page.text_content("#mix-heading").startswith(f"Mix from {cards[1]['title']}")
+
+
+def test_a_new_query_cancels_the_previous_one(page, served_release, server_url: str) -> None:
+    base, release = served_release
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.evaluate("""() => { window.maxPolls = 0; new MutationObserver(() => {
+        window.maxPolls = Math.max(window.maxPolls, Number(document.body.dataset.polls)); })
+        .observe(document.body, { attributes: true, attributeFilter: ['data-polls'] }); }""")
+    # The first query hangs in its download (the local server holds /slow/ paths until released).
+    page.fill("#url", f"{base}/slow/clip.mp4")
+    page.click("#go")
+    page.wait_for_function("document.body.dataset.queryId && document.body.dataset.polls === '1'")
+    first = page.evaluate("document.body.dataset.queryId")
+    try:
+        page.wait_for_function("document.querySelector('#stage').textContent.startsWith('Downloading')")
+        # Meanwhile, Find similar on a catalog video.
+        video = catalog_videos(server_url)[0]
+        page.click("nav a[data-page=collection]")
+        page.click(f"#collection-grid .collection-card[data-video-id='{video['id']}'] .find-similar")
+        wait_for_results(page)
+        assert page.evaluate("document.body.dataset.generation") == "2"
+        assert page.evaluate("document.body.dataset.queryId") != first
+        assert page.text_content("#query-title") == video["title"]
+        assert page.text_content("#query-source") == video["source"]
+        # The first query's poll loop stopped: no more requests for it, one loop at most ever, none left.
+        polled = sum(f"/api/queries/{first}" in url for url in requests)
+        assert polled >= 1
+        time.sleep(1.5)
+        assert sum(f"/api/queries/{first}" in url for url in requests) == polled
+        assert page.evaluate("window.maxPolls") == 1 and page.evaluate("document.body.dataset.polls") == "0"
+    finally:
+        release.set()  # the first query's download now fails on the server
+    try:
+        status = api_get(server_url, f"/api/queries/{first}")
+        deadline = time.monotonic() + 30
+        while status["status"] not in ("done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status = api_get(server_url, f"/api/queries/{first}")
+        assert status["status"] == "failed"
+        time.sleep(1.0)
+        # Its failure never reaches the page, which still shows the second query's results.
+        assert page.is_hidden("#error") and page.is_hidden("#progress") and page.is_visible("#results")
+        assert page.text_content("#query-title") == video["title"]
+        assert sum(f"/api/queries/{first}" in url for url in requests) == polled
+    finally:
+        release.clear()
+
+
+@pytest.mark.parametrize("where", ["search", "results and mix", "collection", "evaluation"])
+def test_a_narrow_screen_never_scrolls_sideways(browser, server_url: str, artifacts: Path, where: str) -> None:
+    with open_page(browser, server_url, width=390, height=844) as narrow:
+        if where == "results and mix":
+            query, _ = sibling_pair(server_url)
+            narrow.goto(f"{server_url}/#/search?video={query['id']}&modality=fused&k=5")
+            wait_for_results(narrow)
+            narrow.click("#query-mix")
+            narrow.wait_for_function("document.querySelectorAll('#mix-queue .mix-item').length > 0")
+        elif where != "search":
+            narrow.click(f"nav a[data-page={where}]")
+            narrow.wait_for_selector(f"#page-{where}:not([hidden])")
+            if where == "collection":
+                narrow.wait_for_selector("#collection-grid .collection-card")
+        else:
+            narrow.click("details.advanced summary")
+        width = narrow.evaluate("document.documentElement.scrollWidth")
+        save_screenshot(narrow, artifacts / f"narrow-{where.replace(' ', '-')}.png")
+        assert width <= 390, f"{where}: the page is {width} px wide on a 390 px screen"

@@ -198,12 +198,15 @@ def test_query_by_url_runs_in_the_background_then_comes_from_the_cache(client, s
     assert status["status"] == "done", status["error"]
     assert status["progress"] == 1.0 and not status["cached"] and status["error"] is None
     found = status["result"]
-    assert found["query"] == {"source": url, "title": query.stem, "id": None, "label": None}
+    assert found["query"] == {"source": url, "title": query.stem, "id": None, "label": None, "group": None}
     assert found["modality"] == "audio" and found["metric"] == DEFAULT_METRICS["audio"]
     results = found["results"]
     assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
     assert [r["distance"] for r in results] == sorted(r["distance"] for r in results)
-    assert set(results[0]) == {"rank", "id", "title", "label", "source", "distance", "similarity", "why"}
+    assert set(results[0]) == {"rank", "id", "title", "label", "source", "group", "distance", "similarity", "why"}
+    # One space, a catalog too small for FAISS: ranked exactly, so each result has its similarity, the share of the
+    # query's other candidates farther away (5 of the 6 videos are shown: 1, 0.8, ..., 0.2 without ties).
+    assert [r["similarity"] for r in results] == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
     assert found["fusion"] is None and results[0]["why"] == {}  # one space: nothing to split between spaces
     assert results[0]["label"] == music_videos.labels[query]  # its sister excerpt of the same track
 
@@ -222,14 +225,14 @@ def test_query_by_upload(client, catalog_dir: Path, music_videos) -> None:
     status = wait_for(client, accepted.json()["id"])
     assert status["status"] == "done", status["error"]
     found = status["result"]
-    assert found["query"] == {"source": "my clip.mp4", "title": "my clip", "id": None, "label": None}
+    assert found["query"] == {"source": "my clip.mp4", "title": "my clip", "id": None, "label": None, "group": None}
     assert found["metric"] == DEFAULT_METRICS["fused"] and len(found["results"]) == 5
     assert not list((catalog_dir / "tmp").glob("upload-*"))  # the upload is gone once the query ends
     with open(query, "rb") as handle:  # same content, another name: the features come from the cache
         again = client.post("/api/queries", files={"file": ("copy.mp4", handle)}, data={"modality": "fused"})
     again = wait_for(client, again.json()["id"])
     assert again["cached"] and again["result"]["query"] == {"source": "copy.mp4", "title": "copy", "id": None,
-                                                            "label": None}
+                                                            "label": None, "group": None}
     assert again["result"]["results"] == found["results"]
 
 
@@ -239,6 +242,12 @@ def test_query_by_catalog_video_leaves_it_out(client) -> None:
     found = status["result"]
     assert found["query"]["id"] == 2 and found["query"]["label"]
     assert 2 not in [r["id"] for r in found["results"]] and len(found["results"]) == 5
+    # Each video's group (its track) comes with it, so that the page can mark the query's other excerpts.
+    groups = {video["id"]: video["group"] for video in client.get("/api/videos").json()["items"]}
+    assert found["query"]["group"] == groups[2]
+    assert [r["group"] for r in found["results"]] == [groups[r["id"]] for r in found["results"]]
+    # The five other videos, nearest first: 1 for the first (the four others are farther), 0 for the last.
+    assert [r["similarity"] for r in found["results"]] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
 
 
 def test_fused_results_are_explained_and_take_weights(client) -> None:
@@ -386,7 +395,7 @@ def test_videos_paging_filter_and_thumbnails(client, music_videos) -> None:
     page = client.get("/api/videos", params={"label": "industrial", "offset": 1, "limit": 1}).json()
     assert page["total"] == 3 and [v["label"] for v in page["items"]] == ["industrial"]
     assert client.get("/api/videos", params={"label": "none-such"}).json() == {
-        "total": 0, "offset": 0, "limit": 48, "label": "none-such", "items": []}
+        "total": 0, "offset": 0, "limit": 48, "label": "none-such", "title": None, "items": []}
     assert client.get(f"/api/videos/{first['id']}").json() == first
     thumbnail = client.get(first["thumbnail_url"])
     assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
@@ -394,6 +403,23 @@ def test_videos_paging_filter_and_thumbnails(client, music_videos) -> None:
     info = client.get("/api/info").json()
     assert info["videos"] == 6 and info["labels"] == sorted(set(music_videos.labels.values()))
     assert info["default_metrics"] == DEFAULT_METRICS and "canberra" in info["metrics"]
+
+
+def test_videos_filter_by_title_ignoring_case(client) -> None:
+    everything = client.get("/api/videos").json()["items"]
+    title = everything[-1]["title"]
+    part = title[1:-1].swapcase()  # inside the title, in the other case
+    expected = [video["id"] for video in everything if part.casefold() in video["title"].casefold()]
+    found = client.get("/api/videos", params={"title": part}).json()
+    assert found["title"] == part and found["total"] == len(expected) >= 1
+    assert [video["id"] for video in found["items"]] == expected
+    label = everything[-1]["label"]
+    both = client.get("/api/videos", params={"title": part, "label": label}).json()
+    assert [video["id"] for video in both["items"]] == [video["id"] for video in everything
+                                                        if video["id"] in expected and video["label"] == label]
+    assert client.get("/api/videos", params={"title": "  "}).json()["total"] == len(everything)  # blank: no filter
+    assert client.get("/api/videos", params={"title": "no such title"}).json()["total"] == 0
+    assert_one_line_error(client.get("/api/videos", params={"title": "x" * 201}), 422, "title")
 
 
 def test_media_is_streamed_with_range_requests(client, catalog_dir: Path) -> None:

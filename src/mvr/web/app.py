@@ -213,12 +213,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @app.get("/api/videos", response_model=VideoPage, responses=_ERRORS, tags=["catalog"])
     def list_videos(
         label: str | None = Query(None, description="only videos with this label"),
+        title: str | None = Query(None, max_length=200,
+                                  description="only videos whose title contains this text (any case)"),
         offset: int = Query(0, ge=0),
         limit: int = Query(48, ge=1, le=500),
     ) -> VideoPage:
         """The catalog's videos in id order, a page at a time."""
         videos = catalogs.get().videos(label=label)
-        return VideoPage(total=len(videos), offset=offset, limit=limit, label=label,
+        title = title.strip() if title else None
+        if title:
+            videos = [video for video in videos if title.casefold() in video.title.casefold()]
+        return VideoPage(total=len(videos), offset=offset, limit=limit, label=label, title=title or None,
                          items=[_video_out(video) for video in videos[offset:offset + limit]])
 
     @app.get("/api/videos/{video_id}", response_model=VideoOut, responses=_ERRORS, tags=["catalog"])

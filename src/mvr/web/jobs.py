@@ -18,8 +18,11 @@ from fastapi import HTTPException
 from mvr import media
 from mvr.errors import MediaError, MvrError
 from mvr.features import Extractor, build_extractors, space_names
+from mvr.index.exact import ExactSearcher
+from mvr.retrieval.fusion import Fusion
 from mvr.retrieval.query import (
     QueryVectors,
+    Recommendation,
     catalog_fusion,
     query_vectors,
     recommend_vectors,
@@ -223,10 +226,11 @@ class QueryRunner:
                 description["title"] = job.title
             groups = {space: extractor.groups for space, extractor in self._extractors_for(catalog).items()}
             found = recommend_vectors(catalog, pool, QueryVectors(description, features.vectors, features.notes),
-                                      job.modality, job.metric, fusion=fusion, k=job.k, searchers=self._searchers,
+                                      job.modality, job.metric, fusion=fusion, k=job.k,
+                                      searchers=self._searchers_for(catalog, spaces, job.metric, fusion),
                                       weights_from=weights_from, groups=groups)
             # The API always explains: its model has room for the explanations, and the page draws them.
-            self._update(job, status="done", stage="done", progress=1.0, result=found.to_dict(explain=True),
+            self._update(job, status="done", stage="done", progress=1.0, result=_with_groups(catalog, found),
                          notes=found.notes)
         except MediaError as exc:
             # The reason is about this query's source, whatever temporary path the extractor saw.
@@ -243,6 +247,15 @@ class QueryRunner:
         finally:
             media.remove_temp_folder(job.upload_dir)
             self._update(job, finished=time.monotonic())
+
+    def _searchers_for(self, catalog: Catalog, spaces: tuple[str, ...], metric: str,
+                       fusion: Fusion | None) -> SearcherCache | None:
+        """The searchers to rank with; none for one space whose searcher scans every vector anyway (a catalog too
+        small for FAISS): the exact ranking then also gives each result's similarity, which the page shows."""
+        if fusion is None and len(spaces) == 1 and \
+                isinstance(self._searchers.searcher(catalog, spaces[0], metric), ExactSearcher):
+            return None
+        return self._searchers
 
     def _query_features(self, catalog: Catalog, job: QueryJob, spaces: tuple[str, ...]) -> QueryVectors:
         key = (job.cache_key, spaces)
@@ -270,3 +283,15 @@ class QueryRunner:
                 options = catalog_options(catalog, space_names())
                 self._extractors = build_extractors(options, self._settings.runtime)
             return self._extractors
+
+
+def _with_groups(catalog: Catalog, found: Recommendation) -> dict:
+    """The answer's JSON (explained), with the ``group`` of the query (when the catalog holds it) and of each
+    result, so that the page can mark the excerpts of the query's own track."""
+    result = found.to_dict(explain=True)
+    query_id = result["query"].get("id")
+    query_video = catalog.get(query_id) if query_id is not None else None
+    result["query"] = {**result["query"], "group": query_video.group if query_video is not None else None}
+    for row, match in zip(result["results"], found.matches, strict=True):
+        row["group"] = match.video.group
+    return result

@@ -92,6 +92,7 @@ class QueryDescription(BaseModel):
     title: str
     id: int | None
     label: str | None
+    group: str | None = Field(None, description="its track (a catalog video's group), for marking same-track results")
 
 
 class SpaceReasonOut(BaseModel):
@@ -116,8 +117,10 @@ class MatchOut(BaseModel):
     title: str
     label: str | None
     source: str
+    group: str | None = Field(None, description="its track: results that share the query's are excerpts of it")
     distance: float
-    similarity: float | None = Field(None, description="share of the query's other candidates farther away (0-1)")
+    similarity: float | None = Field(None, description="share of the query's other candidates farther away (0-1);"
+                                                       " null where a large catalog's approximate index ranked it")
     why: dict[str, SpaceReasonOut] | None = Field(None, description="fused search: space -> why it is close")
 
 
@@ -224,6 +227,7 @@ class VideoPage(BaseModel):
     offset: int
     limit: int
     label: str | None
+    title: str | None = None
     items: list[VideoOut]
 
 

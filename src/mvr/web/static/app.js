@@ -3,31 +3,49 @@
 
 const $ = (selector, root = document) => root.querySelector(selector);
 // Names for the search targets the page knows; any other target of /api/info shows under its own name.
-const MODALITY_NAMES = { audio: "Audio", visual: "Visual", fused: "Multimodal" };
+const MODALITY_NAMES = { audio: "Audio", musicnn: "MusiCNN", visual: "Visual", fused: "Multimodal" };
 const modalityName = (modality) => MODALITY_NAMES[modality] || modality;
 const POLL_MS = 400;
 const PAGE_SIZE = 24;
+const DEFAULT_K = 5;
+const MIX_LENGTH = 20;  // the API's default (mvr mix -n); a shorter catalog gives a shorter queue, with a note
+const FILTER_DELAY_MS = 250;
 
 const state = {
   info: null,
   modality: "audio",
   file: null,
   fileUrl: null,  // object URL of the chosen file, to play the query video without sending it back
-  poll: null,
+  // One query generation at a time: a new query aborts the previous one's upload and poll, and only the latest
+  // generation may draw results, errors or progress.
+  generation: 0,
+  controller: null,
+  polls: 0,        // poll loops running (body[data-polls]); never more than one
+  queryKey: null,  // the link of the query running or shown (null for an upload), so that a link runs it once
+  shown: null,     // the results on the page: {status, options}
+  mix: null,       // the play queue: {items, index, seed}
   collectionOffset: 0,
+  collectionLoad: 0,
 };
 
 // API -----------------------------------------------------------------------------------------------------------
 
-async function api(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(body.detail || `${path}: ${response.status} ${response.statusText}`);
-  return body;
+async function api(path, { body, signal } = {}) {
+  const init = { headers: { Accept: "application/json" }, signal };
+  if (body !== undefined) {
+    Object.assign(init, { method: "POST", body: JSON.stringify(body) });
+    init.headers["Content-Type"] = "application/json";
+  }
+  const response = await fetch(path, init);
+  const reply = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(reply.detail || `${path}: ${response.status} ${response.statusText}`);
+  return reply;
 }
 
+const superseded = () => new DOMException("a newer query took over", "AbortError");
+
 // XMLHttpRequest rather than fetch: it reports upload progress, which matters for large files.
-function postQuery(body, onUpload) {
+function postQuery(body, onUpload, signal) {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
     request.open("POST", "/api/queries");
@@ -40,6 +58,8 @@ function postQuery(body, onUpload) {
       else reject(new Error(reply.detail || `query: the server answered ${request.status}`));
     };
     request.onerror = () => reject(new Error("query: the server cannot be reached"));
+    request.onabort = () => reject(superseded());
+    signal.addEventListener("abort", () => request.abort(), { once: true });
     request.send(body instanceof FormData ? body : JSON.stringify(body));
   });
 }
@@ -83,6 +103,28 @@ function formatBytes(count) {
   return count >= 1024 ? `${Math.round(count / 1024)} KB` : `${count} bytes`;
 }
 
+const thumbnailUrl = (videoId) => `/api/videos/${videoId}/thumbnail`;
+const mediaUrl = (videoId) => `/api/videos/${videoId}/media`;
+
+// A frame to show before playing, rather than the black of a first frame: the catalog's thumbnail as the poster,
+// or for a file or link the catalog does not hold, the frame a second in (playing still starts from the start).
+function showPosterFrame(video, poster) {
+  if (poster) {
+    video.poster = poster;
+    return;
+  }
+  video.addEventListener("loadedmetadata", () => {
+    if (!video.paused || video.currentTime > 0) return;
+    const at = Math.min(1, (video.duration || 0) / 4);
+    if (!(at > 0)) return;
+    video.currentTime = at;
+    video.dataset.posterFrame = String(at);
+    video.addEventListener("play", () => {
+      if (Math.abs(video.currentTime - at) < 0.05) video.currentTime = 0;
+    }, { once: true });
+  }, { once: true });
+}
+
 // The player of a video: the YouTube embed for YouTube sources, else the catalog's media (seekable through HTTP
 // range requests), else the chosen file or the direct link itself.
 function player({ videoId, source, fileUrl, autoplay }) {
@@ -96,11 +138,12 @@ function player({ videoId, source, fileUrl, autoplay }) {
     return frame;
   }
   const direct = /^https?:/i.test(source || "") ? source : null;
-  const src = videoId != null ? `/api/videos/${videoId}/media` : fileUrl || direct;
+  const src = videoId != null ? mediaUrl(videoId) : fileUrl || direct;
   if (!src) return element("div", "placeholder", "♪");
   const video = element("video");
   video.controls = true;
   video.preload = "metadata";
+  if (!autoplay) showPosterFrame(video, videoId != null ? thumbnailUrl(videoId) : null);
   video.src = src;
   video.autoplay = Boolean(autoplay);
   return video;
@@ -110,7 +153,7 @@ function player({ videoId, source, fileUrl, autoplay }) {
 function fillCard(card, video) {
   const box = $(".player", card);
   const image = $("img.thumb", card);
-  image.src = `/api/videos/${video.id}/thumbnail`;
+  image.src = thumbnailUrl(video.id);
   image.alt = video.title;
   image.onerror = () => image.replaceWith(element("div", "placeholder", "♪"));
   $(".play", card).onclick = () => {
@@ -132,13 +175,23 @@ function showError(node, message) {
 
 // routing -------------------------------------------------------------------------------------------------------
 
+// The page and its parameters: "#/collection", "#/search?video=3&modality=fused&k=5", or the short form of a
+// query link, "#video=3&modality=fused".
+function parseHash() {
+  const hash = location.hash.slice(1);
+  const match = hash.match(/^\/(\w*)(?:\?(.*))?$/);
+  if (match) return { page: match[1] || "search", params: new URLSearchParams(match[2] || "") };
+  return { page: "search", params: new URLSearchParams(hash) };
+}
+
 function route() {
-  const page = (location.hash.match(/^#\/(\w+)/) || [null, "search"])[1];
+  const { page, params } = parseHash();
   const known = ["search", "collection", "evaluation"].includes(page) ? page : "search";
   for (const section of document.querySelectorAll(".page")) section.hidden = section.id !== `page-${known}`;
   for (const link of document.querySelectorAll("nav a[data-page]")) {
     link.classList.toggle("active", link.dataset.page === known);
   }
+  if (known === "search") openLinkedQuery(params);
   if (known === "collection") loadCollection();
   if (known === "evaluation") loadEvaluation();
 }
@@ -177,14 +230,77 @@ function chooseFile(file) {
   }
 }
 
-// The options every query sends: the modality, and the metric and fusion weights when chosen.
+// The options every query sends: the modality and how many results, and the metric and fusion weights when chosen.
 function searchOptions() {
-  const options = { modality: state.modality };
+  const options = { modality: state.modality, k: chosenK() };
   const metric = $("#metric").value;
   const weights = $("#weights").value.trim();
   if (metric) options.metric = metric;
   if (weights && state.modality === "fused") options.weights = weights;
   return options;
+}
+
+function chosenK() {
+  const k = Number.parseInt($("#k").value, 10);
+  return Number.isInteger(k) ? Math.min(Math.max(k, 1), state.info.max_k) : DEFAULT_K;
+}
+
+// links ---------------------------------------------------------------------------------------------------------
+
+// The link of a query by catalog video or by URL with its options, e.g. "#/search?video=3&modality=fused&k=5".
+function queryLink(source, options) {
+  const params = new URLSearchParams();
+  if (source.video != null) params.set("video", String(source.video));
+  else params.set("url", source.url);
+  for (const name of ["modality", "metric", "weights", "k"]) {
+    if (options[name] != null && options[name] !== "") params.set(name, String(options[name]));
+  }
+  return `#/search?${params}`;
+}
+
+// A query link's source and options, or null when the parameters name no query (or an invalid one).
+function linkedQuery(params) {
+  const video = params.get("video");
+  const url = params.get("url");
+  if (!video && !url) return null;
+  const modality = params.get("modality") || state.info.modalities[0];
+  const options = { modality, k: DEFAULT_K };
+  const k = Number.parseInt(params.get("k") || "", 10);
+  if (Number.isInteger(k)) options.k = k;
+  if (params.get("metric")) options.metric = params.get("metric");
+  if (params.get("weights")) options.weights = params.get("weights");
+  // The API checks the values (modality, metric, k, weights) and says what is wrong with them.
+  const source = video ? { video: /^\d+$/.test(video) ? Number(video) : video } : { url };
+  return { source, options };
+}
+
+// Run the query a link names, once: opening the link of the query already running or shown changes nothing.
+function openLinkedQuery(params) {
+  const asked = linkedQuery(params);
+  if (!asked) return;
+  const link = queryLink(asked.source, asked.options);
+  if (link === state.queryKey) return;
+  showOptions(asked);
+  const body = asked.source.video != null
+    ? { video_id: asked.source.video, ...asked.options }
+    : { url: asked.source.url, ...asked.options };
+  runQuery(body, { source: asked.source.url }, link, asked.options);
+}
+
+// The form shows what a link asked for, so that changing one option and searching again starts from it.
+function showOptions({ source, options }) {
+  chooseFile(null);
+  $("#url").value = source.url || "";
+  if (state.info.modalities.includes(options.modality)) setModality(options.modality);
+  $("#metric").value = state.info.metrics.includes(options.metric) ? options.metric : "";
+  $("#weights").value = options.weights || "";
+  $("#k").value = String(options.k);
+}
+
+// Put the link in the address bar (and the history) without running it again.
+function rememberLink(link) {
+  if (location.hash !== link) history.pushState(null, "", link);
+  $("nav a[data-page=search]").href = link;
 }
 
 function queryBody() {
@@ -203,37 +319,78 @@ function queryBody() {
   return { url, ...searchOptions() };
 }
 
-async function runQuery(body, query) {
-  clearTimeout(state.poll);
+// Run one query generation: the previous one's upload and poll stop, and whatever it still answers is dropped.
+// ``link`` is the query's link (null for an upload), ``options`` what it was asked with (for a mix from it).
+async function runQuery(body, query, link, options) {
+  state.controller?.abort();
+  const controller = new AbortController();
+  const generation = ++state.generation;
+  const current = () => generation === state.generation;
+  Object.assign(state, { controller, queryKey: link });
+  document.body.dataset.generation = String(generation);
+  document.body.dataset.running = "true";
   showError($("#error"), "");
   $("#results").hidden = true;
   $("#go").disabled = true;
   setProgress({ stage: body instanceof FormData ? "uploading" : "sending", progress: 0 });
   try {
-    const accepted = await postQuery(body, (part) => setProgress({ stage: "uploading", progress: 0.05 * part }));
-    const status = await follow(accepted.id);
+    const accepted = await postQuery(body, (part) => current() && setProgress({ stage: "uploading",
+      progress: 0.05 * part }), controller.signal);
+    if (!current()) return;
+    document.body.dataset.queryId = accepted.id;
+    const status = await follow(accepted.id, controller.signal);
+    if (!current()) return;
     if (status.status === "failed") throw new Error(status.error);
-    showResults(status, query);
+    showResults(status, query, link, options);
   } catch (error) {
-    showError($("#error"), error.message);
+    if (current() && error.name !== "AbortError") showError($("#error"), error.message);
   } finally {
-    $("#progress").hidden = true;
-    $("#go").disabled = false;
+    if (current()) {
+      $("#progress").hidden = true;
+      $("#go").disabled = false;
+      document.body.dataset.running = "false";
+    }
   }
 }
 
-function follow(queryId) {
+function setPolls(change) {
+  state.polls += change;
+  document.body.dataset.polls = String(state.polls);
+}
+
+// Poll a query until it is done or failed; ``signal`` ends the loop (a newer query took over).
+function follow(queryId, signal) {
   return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(superseded());
+      return;
+    }
+    let timer = null;
+    let running = true;
+    const stop = () => {
+      if (!running) return false;
+      running = false;
+      clearTimeout(timer);
+      setPolls(-1);
+      return true;
+    };
+    signal.addEventListener("abort", () => stop() && reject(superseded()), { once: true });
     const tick = async () => {
       try {
-        const status = await api(`/api/queries/${encodeURIComponent(queryId)}`);
+        const status = await api(`/api/queries/${encodeURIComponent(queryId)}`, { signal });
+        if (!running) return;
         setProgress(status);
-        if (status.status === "done" || status.status === "failed") resolve(status);
-        else state.poll = setTimeout(tick, POLL_MS);
+        if (status.status === "done" || status.status === "failed") {
+          stop();
+          resolve(status);
+        } else {
+          timer = setTimeout(tick, POLL_MS);
+        }
       } catch (error) {
-        reject(error);
+        if (stop()) reject(error);
       }
     };
+    setPolls(1);
     tick();
   });
 }
@@ -245,16 +402,25 @@ function setProgress({ stage, progress, elapsed_s: elapsed }) {
   $("#bar-fill").style.width = `${Math.max(3, Math.round(progress * 100))}%`;
 }
 
-function showResults(status, query) {
+const percent = (share) => `${Math.round(100 * share)}%`;
+
+function showResults(status, query, link, options) {
   const found = status.result;
+  state.shown = { status, options };
   $("#query-title").textContent = found.query.title;
   $("#query-source").textContent = found.query.source;
-  $("#query-player").replaceChildren(player({ videoId: found.query.id, source: query.source, fileUrl: query.fileUrl }));
+  $("#query-player").replaceChildren(player({ videoId: found.query.id, source: query.source ?? found.query.source,
+    fileUrl: query.fileUrl }));
   const chips = [modalityName(found.modality), found.metric].map((text) => element("span", "chip plain", text));
   if (found.query.id != null) chips.push(labelChip(found.query.label));
   if (status.cached) chips.push(element("span", "chip plain", "cached"));
   $("#query-chips").replaceChildren(...chips);
   $("#query-notes").replaceChildren(...status.notes.map((note) => element("li", "", note)));
+  // A mix needs a catalog video to start from; a file or a link the catalog does not hold has none.
+  $("#query-mix").hidden = found.query.id == null;
+  $("#query-mix").onclick = () => startMix({ id: found.query.id, title: found.query.title }, options);
+  $("#query-link").hidden = !link;
+  if (link) $("#query-link").href = link;
 
   const results = found.results;
   const measure = found.fusion
@@ -263,28 +429,45 @@ function showResults(status, query) {
   $("#results-heading").textContent =
     `${results.length} recommendations · ${modalityName(found.modality)} · ${measure}`;
   $("#tie-badge").hidden = !found.tied_at_cut;
-  const distances = results.map((match) => match.distance);
-  const nearest = Math.min(...distances);
-  const spread = Math.max(...distances) - nearest || 1;
-  $("#cards").replaceChildren(...results.map((match) => {
-    const card = newCard();
-    card.classList.add("result-card");
-    card.dataset.videoId = match.id;
-    fillCard(card, match);
-    $(".rank", card).textContent = `#${match.rank}`;
-    // A fused distance is a sum of z-scores, often negative: people read the similarity instead.
-    $(".distance", card).textContent = match.similarity != null && found.fusion
-      ? `${Math.round(100 * match.similarity)}% similar`
-      : `distance ${match.distance.toPrecision(4)}`;
-    $(".distance", card).title = "similarity: the share of the catalog's other candidates that are farther away";
-    if (match.why) $(".card-body", card).append(spaceBars(match.why));
-    // Relative closeness among these results: the nearest fills the bar, the farthest a fifth of it.
-    const bar = $(".similar-bar div", card);
-    bar.style.width = `${Math.round(100 - 80 * (match.distance - nearest) / spread)}%`;
-    $(".similar-bar", card).title = "closeness relative to the other results";
-    return card;
-  }));
+  $("#cards").replaceChildren(...results.map((match) => resultCard(match, found, options)));
   $("#results").hidden = false;
+}
+
+// A result: its similarity (the share of the catalog's other candidates that are farther away, 0-100 %) in words
+// and as a bar on that absolute scale, its raw distance in the tooltip, and a mark when it is another excerpt of
+// the query's own track.
+function resultCard(match, found, options) {
+  const card = newCard();
+  card.classList.add("result-card");
+  card.dataset.videoId = match.id;
+  fillCard(card, match);
+  $(".rank", card).textContent = `#${match.rank}`;
+  const distance = `${found.metric} distance ${match.distance.toPrecision(4)}`;
+  const shown = $(".distance", card);
+  const bar = $(".similar-bar", card);
+  if (match.similarity != null) {
+    shown.textContent = `${percent(match.similarity)} similar`;
+    shown.title = `${distance}; similarity: the share of the catalog's other candidates that are farther away`;
+    $("div", bar).style.width = percent(match.similarity);
+    bar.dataset.similarity = String(match.similarity);
+    bar.title = `${percent(match.similarity)} of the catalog's other candidates are farther away`;
+  } else {
+    // A large catalog's approximate index ranks without every distance: there is no share to show.
+    shown.textContent = distance;
+    bar.remove();
+  }
+  if (match.group && match.group === found.query.group) {
+    const mark = element("span", "chip same-track", "same track");
+    mark.title = `another excerpt of the query's track (${match.group})`;
+    $(".meta", card).prepend(mark);
+    card.classList.add("same-track");
+  }
+  if (match.why) $(".card-body", card).insertBefore(spaceBars(match.why), $(".card-actions", card));
+  const mix = element("button", "link-button mix-button", "Mix from here");
+  mix.type = "button";
+  mix.onclick = () => startMix(match, options);
+  $(".card-actions", card).append(mix);
+  return card;
 }
 
 function weightsText(weights) {
@@ -304,7 +487,7 @@ function spaceBars(why) {
     track.title = [`${reason.metric} distance ${reason.distance.toPrecision(4)}, weight ${reason.weight.toFixed(2)}`,
       ...(groups.length ? [`${reason.groups_measure}: ${groups.join(", ")}`] : [])].join("\n");
     const row = [element("span", "space-name", modalityName(space)), track,
-      element("span", "space-value", `${Math.round(100 * reason.similarity)}%`)];
+      element("span", "space-value", percent(reason.similarity))];
     row[1].dataset.space = space;
     bars.append(...row);
   }
@@ -330,6 +513,7 @@ function setUpSearch() {
     drop.classList.remove("dragging");
     chooseFile(event.dataTransfer.files[0]);
   };
+  $("#k").max = String(state.info.max_k);
   form.onsubmit = (event) => {
     event.preventDefault();
     let body;
@@ -339,27 +523,106 @@ function setUpSearch() {
       showError($("#error"), error.message);
       return;
     }
+    const options = searchOptions();
+    // An upload cannot be linked to: the server keeps no copy of it.
+    const link = state.file ? null : queryLink({ url: body.url }, options);
+    rememberLink(link || "#/search");
     const query = state.file ? { source: state.file.name, fileUrl: state.fileUrl } : { source: body.url };
-    runQuery(body, query);
+    runQuery(body, query, link, options);
   };
 }
 
-// Query by a catalog video, from the collection page.
+// Query by a catalog video, from the collection page: through its link, so that the address bar holds it.
 function findSimilar(video) {
-  location.hash = "#/search";
-  chooseFile(null);
-  $("#url").value = "";
-  runQuery({ video_id: video.id, ...searchOptions() }, { source: video.source });
+  const link = queryLink({ video: video.id }, searchOptions());
+  $("nav a[data-page=search]").href = link;
+  if (location.hash === link) route();
+  else location.hash = link;
+}
+
+// mix -----------------------------------------------------------------------------------------------------------
+
+// A play queue from one catalog video (POST /api/mix), searched as the results on the page were.
+async function startMix(seed, options) {
+  const body = { seeds: [seed.id], n: MIX_LENGTH, modality: options.modality };
+  if (options.metric) body.metric = options.metric;
+  if (options.weights && options.modality === "fused") body.weights = options.weights;
+  const panel = $("#mix");
+  panel.hidden = false;
+  $("#mix-heading").textContent = `Mix from ${seed.title} · ${modalityName(options.modality)}`;
+  showError($("#mix-error"), "");
+  panel.dataset.loading = "true";
+  try {
+    const mix = await api("/api/mix", { body });
+    state.mix = { items: mix.items, index: 0, seed: seed.id };
+    $("#mix-queue").replaceChildren(...mix.items.map((item, index) => {
+      const row = element("li", "mix-item");
+      row.dataset.videoId = String(item.video.id);
+      row.dataset.position = String(item.position);
+      const thumb = element("img");
+      Object.assign(thumb, { src: item.video.thumbnail_url, alt: "", loading: "lazy" });
+      const text = element("span", "mix-item-title", item.video.title);
+      row.append(thumb, text, labelChip(item.video.label));
+      row.title = item.distance == null ? "the seed" : `distance ${item.distance.toPrecision(4)} from the previous`;
+      row.onclick = () => playMix(index);
+      return row;
+    }));
+    $("#mix-notes").replaceChildren(...mix.notes.map((note) => element("li", "", note)));
+    playMix(0);
+    panel.scrollIntoView({ block: "nearest" });
+  } catch (error) {
+    showError($("#mix-error"), error.message);
+  } finally {
+    panel.dataset.loading = "false";
+  }
+}
+
+// Play the queue's item ``index`` in the mix's player: the catalog's copy, whatever the source, so that the end
+// of each video can start the next.
+function playMix(index) {
+  const mix = state.mix;
+  if (!mix || index < 0 || index >= mix.items.length) return;
+  mix.index = index;
+  const { video } = mix.items[index];
+  const player = $("#mix-video");
+  player.poster = video.thumbnail_url;
+  player.src = video.media_url;
+  player.play().catch(() => {});  // a browser that refuses to autoplay leaves the controls to the listener
+  $("#mix-title").textContent = video.title;
+  $("#mix-position").textContent = `${index + 1} of ${mix.items.length}`;
+  $("#mix").dataset.index = String(index);
+  for (const [position, row] of [...$("#mix-queue").children].entries()) {
+    row.classList.toggle("current", position === index);
+    row.classList.toggle("played", position < index);
+  }
+  $("#mix-next").disabled = index + 1 >= mix.items.length;
+}
+
+function setUpMix() {
+  const player = $("#mix-video");
+  player.addEventListener("ended", () => state.mix && playMix(state.mix.index + 1));
+  $("#mix-next").onclick = () => state.mix && playMix(state.mix.index + 1);
+  $("#mix-close").onclick = () => {
+    player.pause();
+    player.removeAttribute("src");
+    player.load();
+    state.mix = null;
+    $("#mix").hidden = true;
+  };
 }
 
 // collection ----------------------------------------------------------------------------------------------------
 
 async function loadCollection() {
   const label = $("#label-filter").value;
+  const title = $("#title-filter").value.trim();
   const params = new URLSearchParams({ offset: state.collectionOffset, limit: PAGE_SIZE });
   if (label) params.set("label", label);
+  if (title) params.set("title", title);
+  const load = ++state.collectionLoad;  // typing fast: only the latest filter's page is drawn
   try {
     const page = await api(`/api/videos?${params}`);
+    if (load !== state.collectionLoad) return;
     showError($("#collection-error"), "");
     $("#collection-grid").replaceChildren(...page.items.map((video) => {
       const card = newCard();
@@ -369,10 +632,10 @@ async function loadCollection() {
       $(".rank", card).textContent = formatDuration(video.duration);
       $(".distance", card).textContent = video.modalities.join(" + ");
       $(".similar-bar", card).remove();
-      const similar = element("button", "link-button", "Find similar");
+      const similar = element("button", "link-button find-similar", "Find similar");
       similar.type = "button";
       similar.onclick = () => findSimilar(video);
-      $(".card-body", card).append(similar);
+      $(".card-actions", card).append(similar);
       return card;
     }));
     const last = Math.min(page.offset + page.items.length, page.total);
@@ -380,8 +643,9 @@ async function loadCollection() {
     $("#page-info").textContent = page.total ? `${page.offset + 1}–${last} of ${page.total}` : "No videos";
     $("#prev-page").disabled = page.offset === 0;
     $("#next-page").disabled = last >= page.total;
+    $("#collection-grid").dataset.title = title;
   } catch (error) {
-    showError($("#collection-error"), error.message);
+    if (load === state.collectionLoad) showError($("#collection-error"), error.message);
   }
 }
 
@@ -393,6 +657,11 @@ function setUpCollection() {
     select.append(option);
   }
   select.onchange = () => { state.collectionOffset = 0; loadCollection(); };
+  let typing = null;
+  $("#title-filter").oninput = () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => { state.collectionOffset = 0; loadCollection(); }, FILTER_DELAY_MS);
+  };
   const turn = (step) => {
     state.collectionOffset = Math.max(0, state.collectionOffset + step);
     loadCollection();
@@ -496,6 +765,8 @@ async function start() {
   setUpSearch();
   setModality(state.info.modalities[0]);
   setUpCollection();
+  setUpMix();
+  document.body.dataset.polls = "0";
   window.addEventListener("hashchange", route);
   route();
   document.body.dataset.ready = "true";
