@@ -127,7 +127,8 @@ def save_screenshot(page, path: Path) -> None:
 def wait_for_results(page, count: int = 5) -> list[dict]:
     """Wait for ``count`` result cards, the query done and the thumbnails loaded; return what each card shows."""
     page.wait_for_function(f"document.querySelectorAll('#cards .result-card').length === {count}"
-                           " && document.body.dataset.running === 'false' && !document.querySelector('#results').hidden",
+                           " && document.body.dataset.running === 'false'"
+                           " && !document.querySelector('#results').hidden",
                            timeout=RESULTS_TIMEOUT_MS)
     page.wait_for_function(
         "[...document.querySelectorAll('#cards img.thumb')].every(i => i.complete && i.naturalWidth > 0)")
@@ -312,7 +313,8 @@ def test_title_filter_in_the_collection(page, server_url: str) -> None:
                            f"{len(everything)}")
     page.fill("#title-filter", part)
     page.wait_for_function(f"document.querySelector('#collection-grid').dataset.title === {json.dumps(part)}")
-    shown = page.eval_on_selector_all("#collection-grid .collection-card", "cards => cards.map(c => +c.dataset.videoId)")
+    shown = page.eval_on_selector_all("#collection-grid .collection-card",
+                                      "cards => cards.map(c => +c.dataset.videoId)")
     assert shown == expected and 1 <= len(shown) < len(everything)
     assert page.text_content("#collection-count") == f"{len(expected)} video{'' if len(expected) == 1 else 's'}"
     page.fill("#title-filter", "no such title")
