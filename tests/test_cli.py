@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mvr import progress
 from mvr.cli import main
 
 pytestmark = pytest.mark.slow
@@ -50,6 +51,24 @@ def test_reindexing_skips_what_is_there(catalog: Path, music_videos, capsys) -> 
     assert code == 0
     assert f"0 indexed, {len(music_videos.paths)} skipped, 0 failed" in out
     assert err.count("already indexed") == len(music_videos.paths)
+
+
+def test_quiet_index_gives_count_lines_instead_of_item_lines(catalog: Path, music_videos, capsys,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)  # a count line at every item, not every 10 s
+    code, out, err = run_cli(capsys, "index", music_videos.folder / "items", "--catalog", catalog, "--quiet")
+    total = len(music_videos.paths)
+    assert code == 0 and f"0 indexed, {total} skipped, 0 failed" in out
+    assert [line.split(",")[0] for line in err.splitlines()] == [f"indexing: {n}/{total} done"
+                                                                 for n in range(1, total + 1)]
+
+
+def test_reindex_says_each_index_as_it_is_built(catalog: Path, capsys) -> None:
+    code, out, _ = run_cli(capsys, "reindex", "--catalog", catalog)
+    assert code == 0
+    # A catalog this small is scanned exactly: each space's default metric, none kept on disk.
+    assert [line.split(" vectors")[0] for line in out.splitlines()] == [
+        "audio braycurtis: exact, 8", "musicnn cosine: exact, 8", "visual cosine: exact, 8"]
 
 
 @pytest.mark.parametrize("modality", ["audio", "visual", "fused"])
@@ -137,6 +156,31 @@ def test_partial_modalities_are_kept_and_said(bad_media, tmp_path: Path, capsys)
                       "cover_art": ["audio", "musicnn"]}
 
 
+@pytest.mark.parametrize("modality", ["fused", "visual"])
+def test_a_search_by_pictures_of_an_audio_file_says_what_it_can_be_searched_by(
+        catalog: Path, music_tracks, capsys, modality: str) -> None:
+    code, out, err = run_cli(capsys, "query", music_tracks[0], "--catalog", catalog, "--modality", modality)
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith(f"mvr: error: {music_tracks[0]}: {modality} search impossible: visual skipped: no video"
+                          " stream")
+    assert err.rstrip().endswith("; search what it has: --modality audio or --modality musicnn")
+
+
+def test_a_held_video_without_pictures_is_searched_by_what_it_has(bad_media, music_videos, tmp_path: Path,
+                                                                   capsys) -> None:
+    catalog = tmp_path / "cat"
+    assert run_cli(capsys, "index", music_videos.paths[0], bad_media["audio_only"], "--catalog", catalog)[0] == 0
+    # Known by its content: its stored vectors are used, and the spaces it has are named.
+    code, out, err = run_cli(capsys, "query", bad_media["audio_only"], "--catalog", catalog, "--modality", "fused")
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert f"{bad_media['audio_only']}: has no visual vector in the catalog" in err
+    assert err.rstrip().endswith("; search what it has: --modality audio or --modality musicnn")
+    code, out, _ = run_cli(capsys, "query", bad_media["audio_only"], "--catalog", catalog, "--modality", "musicnn",
+                           "-k", "1", "--json")
+    assert code == 0 and json.loads(out)["results"][0]["title"] == music_videos.paths[0].stem
+
+
 @pytest.mark.parametrize("name,reason", [("missing", "no such file"), ("not_media", "not a media file"),
                                          ("empty", "empty file"), ("no_audio", "no audio stream")])
 def test_bad_query_is_one_line_and_non_zero(catalog: Path, bad_media, capsys, name: str, reason: str) -> None:
@@ -144,6 +188,8 @@ def test_bad_query_is_one_line_and_non_zero(catalog: Path, bad_media, capsys, na
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1
     assert str(bad_media[name]) in err and reason in err
+    # A file that lacks the stream, not a broken one: the spaces it can be searched in are named.
+    assert err.rstrip().endswith("; search what it has: --modality visual") == (name == "no_audio")
 
 
 @pytest.fixture
@@ -179,9 +225,10 @@ def test_urls_are_downloaded_indexed_and_queried(music_videos, http_root, tmp_pa
     # A URL the catalog knows is answered from its stored vectors; a new one is downloaded first.
     shutil.copy(music_videos.paths[7], served / "new.mp4")
     for url in (urls[0], f"{base}/new.mp4"):
-        code, out, _ = run_cli(capsys, "query", url, "--catalog", catalog, "--modality", "fused", "--json")
+        code, out, err = run_cli(capsys, "query", url, "--catalog", catalog, "--modality", "fused", "--json")
         assert code == 0
         assert len(json.loads(out)["results"]) == 5
+        assert (err == f"{url}: downloading (at most 1024 MiB, 600 s)\n") == url.endswith("new.mp4")
     code, _, err = run_cli(capsys, "query", "http://127.0.0.1:9/unreachable.mp4", "--catalog", catalog)
     assert code == 1 and "unreachable.mp4: download failed" in err
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 from collections import Counter, defaultdict
 from dataclasses import replace
@@ -16,7 +17,7 @@ from mvr.dataset import build as building
 from mvr.dataset.build import _remove_stale_items, build_collection
 from mvr.dataset.plan import assign_visual_styles, plan_collection
 from mvr.dataset.sources import _dep5_match, fetch_package, package_licence, sources_dir
-from mvr.dataset.spec import CollectionSpec, Item
+from mvr.dataset.spec import MUSIC_STYLES, CollectionSpec, DebSource, Item
 from mvr.errors import MediaError, MvrError
 
 # The tests are an edge of mvr: they read where the cache is from the environment, once.
@@ -127,7 +128,7 @@ def test_full_size_plans_over_two_hundred_items_of_four_styles() -> None:
 
 
 def test_a_second_build_encodes_nothing_and_a_lost_item_is_rebuilt(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     spec = CollectionSpec(duration=4.0, width=320, height=180, items_per_label=2,
                           audio_styles=("industrial",), visual_styles=("film",))
     manifest = build_collection(tmp_path, spec=spec, progress=False, cache_dir=CACHE)
@@ -138,10 +139,13 @@ def test_a_second_build_encodes_nothing_and_a_lost_item_is_rebuilt(
     def refuse(item: Item, out_dir: Path, sources: Path) -> Path:
         raise AssertionError(f"re-encoded {item.file_name}")
 
+    capsys.readouterr()
     with monkeypatch.context() as patch:
         patch.setattr(building, "encode_item", refuse)
-        assert build_collection(tmp_path, spec=spec, progress=False, cache_dir=CACHE) == manifest
+        assert build_collection(tmp_path, spec=spec, progress=True, cache_dir=CACHE) == manifest
     assert [p.stat().st_mtime_ns for p in items] == stamps
+    # Said once; nothing fetched (the sources are in the cache), no empty bar.
+    assert capsys.readouterr().err == "encoding: all 2 items already built\n"
 
     items[0].unlink()
     (tmp_path / "items" / ".interrupted.part.mp4").write_bytes(b"half an item")
@@ -154,6 +158,18 @@ def test_an_unknown_package_fails_with_one_line_naming_it(tmp_path: Path, monkey
     with pytest.raises(MediaError, match=r"^mvr-no-such-package: apt-get download failed \(") as caught:
         fetch_package("mvr-no-such-package", sources_dir(tmp_path))
     assert "\n" not in str(caught.value)
+
+
+def test_a_fetch_is_announced_and_its_failure_names_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(MUSIC_STYLES, "unheard", DebSource("mvr-no-such-package", ("*.ogg",)))
+    spec = CollectionSpec(duration=4.0, items_per_label=2, audio_styles=("unheard",), visual_styles=("film",))
+    with pytest.raises(MediaError, match=r"^mvr-no-such-package: apt-get download failed"):
+        build_collection(tmp_path / "collection", spec=spec, progress=True, cache_dir=CACHE)
+    # Said, with where it goes, before it fails (the film comes second, when it is not in the cache yet).
+    said = capsys.readouterr().err
+    assert re.fullmatch(rf"fetching 1/[12]: mvr-no-such-package \(Debian package\) into {re.escape(str(SOURCES))}\n",
+                        said), said
 
 
 def test_licences_come_from_the_copyright_files() -> None:

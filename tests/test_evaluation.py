@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mvr import progress
 from mvr.cli import main
 from mvr.errors import CatalogError, MvrError, UsageError
 from mvr.evaluation.protocols import holdout_queries
@@ -158,15 +159,22 @@ def test_evaluate_needs_labels(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_mvr_evaluate_on_real_music_videos(music_videos, tmp_path: Path, capsys) -> None:
+def test_mvr_evaluate_on_real_music_videos(music_videos, tmp_path: Path, capsys,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     catalog = tmp_path / "cat"
     assert main(["index", str(music_videos.manifest), "--catalog", str(catalog), "--quiet"]) == 0
     capsys.readouterr()
     table, plots = tmp_path / "results.csv", tmp_path / "plots"
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)  # a count line at every scoring
     code = main(["evaluate", "--catalog", str(catalog), "-k", "2", "--json", "--csv", str(table),
                  "--plots", str(plots)])
     out, err = capsys.readouterr()
     assert code == 0, err
+    # One count line per scoring: each search target's, each fold of the tuned fusion (four groups: four folds,
+    # counted once dealt), the adaptive fusion.
+    counts = [tuple(map(int, line.split()[1].split("/"))) for line in err.splitlines() if line.startswith("eval")]
+    assert [done for done, _ in counts] == list(range(1, len(counts) + 1))
+    assert counts[-1] == (10, 10) and counts[0][1] == 6
     found = json.loads(out)
     assert found["k"] == 2 and found["protocol"] == "loo"
     assert json.loads((catalog / RESULTS_FILE).read_text()) == found  # kept for the dashboard

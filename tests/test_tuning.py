@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mvr import progress
 from mvr.cli import main
 from mvr.dataset.build import build_collection
 from mvr.errors import UsageError
@@ -22,6 +23,7 @@ from mvr.retrieval.query import QueryVectors, catalog_fusion, recommend_vectors
 from mvr.retrieval.ranking import first_k
 from mvr.retrieval.search import SearcherCache, rank
 from mvr.retrieval.tuning import (
+    TUNING_METRICS,
     LabelledRows,
     labelled_rows,
     parse_weights,
@@ -204,10 +206,17 @@ def labelled_catalog(fixture_cache: Path, runtime, tmp_path_factory: pytest.Temp
 
 
 @pytest.mark.slow
-def test_mvr_tune_then_query_uses_and_explains_the_tuned_weights(labelled_catalog: Path, capsys) -> None:
+def test_mvr_tune_then_query_uses_and_explains_the_tuned_weights(labelled_catalog: Path, capsys,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     capsys.readouterr()
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)  # a count line at every step
     assert main(["tune", "--catalog", str(labelled_catalog), "--json"]) == 0
-    tuned = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    tuned = json.loads(out)
+    # Each space's metrics, then the weight grid.
+    steps = 3 * len(TUNING_METRICS) + 1
+    assert [line.split(",")[0] for line in err.splitlines()] == [f"tuning: {n}/{steps} done"
+                                                                 for n in range(1, steps + 1)]
     # Tuned over every space the catalog holds.
     assert tuned["tuned"] and tuned["videos"] == 12 and set(tuned["weights"]) == {"audio", "musicnn", "visual"}
     with Catalog.open(labelled_catalog, create=False) as catalog:

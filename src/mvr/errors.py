@@ -20,6 +20,18 @@ class MediaError(MvrError):
         self.reason = reason
 
 
+class MissingSpaceError(MediaError):
+    """A source lacks a feature space a search needs (a file with no picture stream, for a visual search).
+
+    ``available`` names the spaces of the catalog searched that the source can be searched in instead, in the
+    registry's order; empty when there are none.
+    """
+
+    def __init__(self, item: str, reason: str, available: tuple[str, ...] = ()) -> None:
+        super().__init__(item, reason)
+        self.available = available
+
+
 class CatalogError(MvrError):
     """The catalog is missing, damaged, or refuses an operation (for example a backbone mismatch)."""
 

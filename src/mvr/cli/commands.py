@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING
 
 from mvr.cli.parser import build_parser
 from mvr.config import RuntimeSettings, prepare_process_environment
-from mvr.errors import MvrError, UsageError
+from mvr.errors import MediaError, MissingSpaceError, MvrError, UsageError
 from mvr.features import SpaceOptions, VisualSettings
 from mvr.ingest.policy import MIB, SourcePolicy
 from mvr.presets import Preset, get_preset
+from mvr.progress import note
 
 if TYPE_CHECKING:
     from mvr.retrieval.discovery import Walk
@@ -89,15 +90,17 @@ def run_index(args: argparse.Namespace) -> int:
 
     def show(outcome: Outcome) -> None:
         if outcome.status == "failed":
-            print(_one_line(f"failed   {outcome.source}: {outcome.reason}"), file=sys.stderr)
+            note(_one_line(f"failed   {outcome.source}: {outcome.reason}"))
         elif not args.quiet:
             where = f"#{outcome.video.id} {outcome.video.title}" if outcome.video else outcome.source
-            note = f" ({outcome.reason})" if outcome.reason else ""
-            print(_one_line(f"{outcome.status:<8} {where}{note}"), file=sys.stderr)
+            why = f" ({outcome.reason})" if outcome.reason else ""
+            note(_one_line(f"{outcome.status:<8} {where}{why}"))
 
     if not args.sources and not args.update:
         raise UsageError("index: give at least one SOURCE, or --update")
     spaces = _preset(args).spaces if args.preset else None
+    # Without a line per item, --quiet shows a count line every few seconds where no bar can be drawn.
+    progress = True if args.quiet else None
     made = not args.catalog.exists()  # a folder this run creates is removed again if nothing lands in it
     kept = False
     try:
@@ -106,8 +109,8 @@ def run_index(args: argparse.Namespace) -> int:
             if args.sources:
                 reports.append(index_sources(catalog, args.sources, label=args.label,
                                              options=_requested_options(args), spaces=spaces, on_outcome=show,
-                                             jobs=args.jobs, engine=args.engine, runtime=args.runtime,
-                                             policy=_policy(args),
+                                             progress=progress, jobs=args.jobs, engine=args.engine,
+                                             runtime=args.runtime, policy=_policy(args),
                                              engine_options={"address": args.address,
                                                              "media_store": args.media_store}))
                 if not reports[0].outcomes:
@@ -115,7 +118,7 @@ def run_index(args: argparse.Namespace) -> int:
                                      "video and audio files, CSV and JSON manifests)")
             if args.update:
                 reports.append(update_spaces(catalog, spaces=spaces, options=_requested_options(args),
-                                             on_outcome=show, runtime=args.runtime))
+                                             progress=progress, on_outcome=show, runtime=args.runtime))
             for report in reports:
                 print(f"{report.summary()}; the catalog holds {len(catalog)} videos")
             kept = len(catalog) > 0
@@ -130,12 +133,22 @@ def run_query(args: argparse.Namespace) -> int:
     from mvr.retrieval.query import recommend
     from mvr.store import Catalog
 
+    def show(stage: str) -> None:
+        if stage == "downloading":  # the one stage that can take minutes before anything else is said
+            note(f"{args.source}: downloading (at most {args.max_download_mb} MiB, {args.download_deadline} s)")
+
     with Catalog.open(args.catalog, create=False) as catalog:
-        found = recommend(catalog, args.source, k=args.k, options=_requested_options(args), exact=args.exact,
-                          runtime=args.runtime, policy=_policy(args),
-                          **_search(args, _preset(args) if args.preset else None))
-    for note in found.notes:
-        print(_one_line(f"note: {note}"), file=sys.stderr)
+        try:
+            found = recommend(catalog, args.source, k=args.k, options=_requested_options(args), exact=args.exact,
+                              runtime=args.runtime, policy=_policy(args), on_stage=show,
+                              **_search(args, _preset(args) if args.preset else None))
+        except MissingSpaceError as exc:
+            if not exc.available:
+                raise
+            instead = " or ".join(f"--modality {space}" for space in exc.available)
+            raise MediaError(exc.item, f"{exc.reason}; search what it has: {instead}") from None
+    for said in found.notes:
+        print(_one_line(f"note: {said}"), file=sys.stderr)
     if found.tied_at_cut:
         print(f"note: the result at rank {len(found.matches)} ties with candidates left out; ties go by video id"
               " ascending", file=sys.stderr)
@@ -218,8 +231,8 @@ def run_path(args: argparse.Namespace) -> int:
 def _show_walk(args: argparse.Namespace, found: Walk, title: str, header: Sequence[str],
                rows: Sequence[Sequence[str]]) -> None:
     """A mix's or a path's notes (on stderr), then its JSON, or its table and, with ``--m3u``, its playlist."""
-    for note in found.notes:
-        print(_one_line(f"note: {note}"), file=sys.stderr)
+    for said in found.notes:
+        print(_one_line(f"note: {said}"), file=sys.stderr)
     if args.json:
         print(json.dumps(found.to_dict(), indent=2))
         return
@@ -260,7 +273,7 @@ def run_tune(args: argparse.Namespace) -> int:
     from mvr.store import Catalog
 
     with Catalog.open(args.catalog, create=False) as catalog:
-        found = tune_catalog(catalog, k=args.k)
+        found = tune_catalog(catalog, k=args.k, progress=True)
         if found.tuned:
             store_tuning(catalog, found)
     if args.json:
@@ -277,13 +290,16 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def run_reindex(args: argparse.Namespace) -> int:
-    """``mvr reindex``: build the catalog's search indexes afresh, one line per index."""
-    from mvr.index.build import reindex
+    """``mvr reindex``: build the catalog's search indexes afresh, one line per index as it is built."""
+    from mvr.index.build import Rebuilt, reindex
     from mvr.store import Catalog
 
+    def show(done: Rebuilt) -> None:
+        note(f"{done.space} {done.metric}: {done.kind}, {done.rows} vectors, {done.seconds:.1f} s", file=sys.stdout)
+
     with Catalog.open(args.catalog, create=False) as catalog:
-        for done in reindex(catalog, (args.space,) if args.space else None, threads=args.runtime.threads):
-            print(f"{done.space} {done.metric}: {done.kind}, {done.rows} vectors, {done.seconds:.1f} s")
+        reindex(catalog, (args.space,) if args.space else None, threads=args.runtime.threads, progress=True,
+                on_rebuilt=show)
     return 0
 
 
@@ -336,7 +352,7 @@ def run_serve(args: argparse.Namespace) -> int:
     limit = args.max_upload_mb * MIB
     serve(ServiceSettings(catalog=args.catalog, allow_private_urls=args.allow_private_urls, workers=args.workers,
                           queue_limit=args.queue_limit, max_upload_bytes=limit, max_download_bytes=limit,
-                          runtime=args.runtime, allowed_hosts=tuple(args.allowed_host)),
+                          runtime=args.runtime, allowed_hosts=tuple(args.allowed_host or ())),
           host=args.host, port=args.port)
     return 0
 
@@ -350,7 +366,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     protocol = args.protocol or (None if args.queries else _preset(args).protocol)
     with Catalog.open(args.catalog, create=False) as catalog, contextlib.ExitStack() as stack:
         queries = stack.enter_context(Catalog.open(args.queries, create=False)) if args.queries else None
-        found = evaluate(catalog, k=args.k, protocol=protocol, queries=queries)
+        found = evaluate(catalog, k=args.k, protocol=protocol, queries=queries, progress=True)
     written = [report.save(found, args.catalog)]
     if args.csv:
         written.append(report.write_csv(found, args.csv))

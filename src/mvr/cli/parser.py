@@ -1,4 +1,9 @@
-"""The argument parser: every verb and option, with the choices read from mvr's registries."""
+"""The argument parser: every verb and option, with the choices read from mvr's registries.
+
+Every argument has a help text, and every option with a default ends its help with it, written one way,
+``(default: VALUE)``, by :class:`HelpFormatter`. An option whose default is decided later (the catalog's backbone, a
+modality's metric) has None as its value here and says in words what it will be.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mvr import __version__
 from mvr.dataset.spec import MODES, SIZES
@@ -15,6 +21,7 @@ from mvr.features.cnn import DEFAULT_BACKBONE, DEFAULT_MAX_KEYFRAMES, backbone_n
 from mvr.index.base import METRICS
 from mvr.ingest.executors import EXECUTORS
 from mvr.presets import PRESETS
+from mvr.progress import LINE_INTERVAL_S
 from mvr.retrieval.targets import (
     DEFAULT_FUSION,
     DEFAULT_MIX_LENGTH,
@@ -25,11 +32,32 @@ from mvr.retrieval.targets import (
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, where every argument that takes a value and has a default ends with ``(default: VALUE)``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        return f"{text} (default: %(default)s)" if text and shows_default(action) else text
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether an argument's help ends with its default: it takes a value and has a default."""
+    return action.nargs != 0 and action.default is not None and action.default is not argparse.SUPPRESS
+
+
+class Parser(argparse.ArgumentParser):
+    """mvr's parsers, the verbs' too (:meth:`add_subparsers` makes parsers of this class): :class:`HelpFormatter`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
     """The parser of every verb; ``commands`` maps each verb (``index``, ``dataset build``...) to what runs it."""
-    parser = argparse.ArgumentParser(prog="mvr", description="Content-based music video retrieval.")
+    parser = Parser(prog="mvr", description="Content-based music video retrieval.")
     parser.add_argument("--version", action="version", version=f"mvr {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB", help="what to do")
 
     index = verbs.add_parser("index", help="add videos (files, folders, URLs, manifests) to a catalog")
     index.add_argument("sources", nargs="*", metavar="SOURCE",
@@ -39,16 +67,19 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     _catalog_option(index)
     index.add_argument("--label", help="label for items that have none from a manifest")
     _visual_options(index)
-    index.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+    index.add_argument("--quiet", action="store_true",
+                       help="no line per item: only failures, the progress (a bar on a terminal, else a count"
+                            f" line every {LINE_INTERVAL_S:.0f} s) and the summary")
     index.add_argument("--jobs", type=_positive_int, default=1,
-                       help="videos processed at once, each in its own worker process (default 1)")
+                       help="videos processed at once, each in its own worker process")
     index.add_argument("--engine", choices=tuple(EXECUTORS), default="local",
-                       help="where the work runs (default local: this machine; ray: a Ray cluster, one"
-                            " extraction actor per CPU slot, --jobs unused)")
+                       help="where the work runs: local, this machine; ray, a Ray cluster with one extraction"
+                            " actor per CPU slot, where --jobs is unused")
     index.add_argument("--address", default=None,
                        help="with --engine ray: the cluster's head HOST:PORT, or auto (default: Ray's own rule)")
     index.add_argument("--media-store", type=Path, default=None, metavar="DIR",
-                       help="with --engine ray: a folder all nodes share; media go there, not through Ray")
+                       help="with --engine ray: a folder all nodes share; media go there, not through Ray"
+                            " (default: through Ray)")
     _download_options(index)
     index.set_defaults(run=commands["index"])
 
@@ -61,7 +92,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
                             " weights)")
     query.add_argument("--exact", action="store_true",
                        help="rank every candidate exactly (large catalogs otherwise use compact vectors first)")
-    query.add_argument("-k", type=_positive_int, default=5, help="how many recommendations (default 5)")
+    query.add_argument("-k", type=_positive_int, default=5, help="how many recommendations")
     query.add_argument("--json", action="store_true", help="print JSON")
     _visual_options(query)
     _download_options(query)
@@ -89,7 +120,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
 
     reindex = verbs.add_parser("reindex", help="rebuild the catalog's saved search indexes")
     _catalog_option(reindex)
-    reindex.add_argument("--space", choices=space_names(), default=None, help="only this feature space's")
+    reindex.add_argument("--space", choices=space_names(), default=None,
+                         help="only this feature space's (default: every space the catalog holds)")
     reindex.set_defaults(run=commands["reindex"])
 
     listing = verbs.add_parser("list", help="list the catalog's videos")
@@ -100,8 +132,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
 
     features = verbs.add_parser("features", help="print one video's aggregated feature vector")
     features.add_argument("source", metavar="SOURCE", help="video or audio file")
-    features.add_argument("--modality", choices=space_names(), default="audio",
-                          help=f"feature space: {', '.join(space_names())} (default audio)")
+    features.add_argument("--modality", choices=space_names(), default="audio", help="feature space")
     features.add_argument("--json", action="store_true", help="print JSON")
     _visual_options(features)
     features.set_defaults(run=commands["features"])
@@ -109,28 +140,28 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     serve = verbs.add_parser("serve", help="run the dashboard and REST API over a catalog")
     _catalog_option(serve)
     serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default 127.0.0.1: this machine only; the API has no login)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="address to listen on; 127.0.0.1 is this machine only (the API has no login)")
+    serve.add_argument("--port", type=int, default=8000, help="port")
+    serve.add_argument("--allowed-host", action="append", default=None, metavar="NAME",
                        help="a host name the server answers to besides this machine's (repeat it; '*' for any):"
                             " for a deliberate public deployment")
     serve.add_argument("--allow-private-urls", action="store_true",
                        help="let URL queries fetch from loopback, private and link-local addresses")
-    serve.add_argument("--workers", type=_positive_int, default=2, help="queries processed at once (default 2)")
+    serve.add_argument("--workers", type=_positive_int, default=2, help="queries processed at once")
     serve.add_argument("--queue-limit", type=_positive_int, default=8,
-                       help="queries that may wait for a worker before the server answers 503 (default 8)")
+                       help="queries that may wait for a worker before the server answers 503")
     serve.add_argument("--max-upload-mb", type=_positive_int, default=512,
-                       help="largest uploaded file, and largest download of a URL query (default 512)")
+                       help="largest uploaded file, and largest download of a URL query, in MiB")
     serve.set_defaults(run=commands["serve"])
 
     evaluate = verbs.add_parser("evaluate", help="precision@k of every modality and metric on the catalog's labels")
     _catalog_option(evaluate)
-    evaluate.add_argument("-k", type=_positive_int, default=5, help="recommendations per query (default 5)")
+    evaluate.add_argument("-k", type=_positive_int, default=5, help="recommendations per query")
     _preset_option(evaluate)
     protocols = tuple(p for p in PROTOCOLS if p != "queries")  # that one is --queries
     evaluate.add_argument("--protocol", choices=protocols, default=None,
-                          help="loo: every labelled video queries all others (default); holdout: the study's,"
-                               " 5 held-out queries per label (default with --preset paper)")
+                          help="loo: every labelled video queries all others; holdout: the study's, 5 held-out"
+                               " queries per label (default: loo, or the --preset's: holdout for paper)")
     evaluate.add_argument("--queries", type=Path, metavar="DIR",
                           help="a catalog of labelled query videos (the study's validation set) to query this one"
                                " with, instead of a --protocol")
@@ -142,19 +173,22 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
 
     tune = verbs.add_parser("tune", help="choose the fused search's weights and metrics from the catalog's labels")
     _catalog_option(tune)
-    tune.add_argument("-k", type=_positive_int, default=5, help="the precision@k to maximise (default 5)")
+    tune.add_argument("-k", type=_positive_int, default=5, help="the precision@k to maximise")
     tune.add_argument("--json", action="store_true", help="print JSON")
     tune.set_defaults(run=commands["tune"])
 
     dataset = verbs.add_parser("dataset", help="build a labelled benchmark collection from open media")
-    dataset_verbs = dataset.add_subparsers(dest="dataset_verb", required=True, metavar="VERB")
+    dataset_verbs = dataset.add_subparsers(dest="dataset_verb", required=True, metavar="VERB",
+                                           help="what to do with the collections")
     build = dataset_verbs.add_parser("build", help="assemble labelled music videos and a manifest.csv")
-    build.add_argument("out", type=Path, metavar="DIR", help="where the items and manifest.csv go")
+    build.add_argument("out", type=Path, metavar="DIR",
+                       help="where the items (DIR/items/) and DIR/manifest.csv go; a re-run finishes what is"
+                            " missing")
     build.add_argument("--mode", choices=MODES, default="coupled",
-                       help="coupled: the pictures follow the label; mixed: mostly; factorial: never"
-                            " (default coupled)")
+                       help="how the pictures relate to the label (the music's style): coupled, they follow it;"
+                            " mixed, mostly; factorial, never")
     build.add_argument("--size", choices=tuple(SIZES), default="small",
-                       help=f"small: {SIZES['small']} items per label; full: up to {SIZES['full']} (default small)")
+                       help=f"small: {SIZES['small']} items per label; full: up to {SIZES['full']}")
     build.set_defaults(run=commands["dataset build"])
     return parser
 
@@ -162,18 +196,19 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
 def _catalog_option(sub: argparse.ArgumentParser) -> None:
     default = os.environ.get("MVR_CATALOG")  # the parser is the command line's edge: it reads the environment
     sub.add_argument("--catalog", type=Path, default=default, required=default is None,
-                     help="catalog folder (default: $MVR_CATALOG)")
+                     help="catalog folder; $MVR_CATALOG gives the default")
 
 
 def _search_options(sub: argparse.ArgumentParser) -> None:
     targets = search_targets()
     sub.add_argument("--modality", choices=targets, default="audio",
-                     help=f"what to compare: {', '.join(targets)} (default audio)")
+                     help="what to compare: a feature space, or fused (several spaces at once)")
     sub.add_argument("--metric", choices=METRICS, default=None,
-                     help="distance metric (default per modality: "
-                          + ", ".join(f"{m} {d}" for m, d in default_metrics().items()) + ")")
+                     help="distance metric (default: the modality's, "
+                          + ", ".join(f"{m} {d}" for m, d in default_metrics().items())
+                          + "; for fused, the tuned ones after mvr tune)")
     sub.add_argument("--fusion", choices=FUSIONS, default=None,
-                     help=f"how fused search combines the spaces (default {DEFAULT_FUSION})")
+                     help=f"how fused search combines the spaces (default: {DEFAULT_FUSION}, or the --preset's)")
     sub.add_argument("--fusion-weights", dest="fusion_weights", metavar="SPACE=W,...", default=None,
                      help="fused search's weights, e.g. " + ",".join(f"{s}=0.5" for s in space_names()[:2])
                           + " (default: the catalog's, from mvr tune, else equal)")
@@ -192,25 +227,28 @@ def _walk_options(sub: argparse.ArgumentParser) -> None:
 
 def _preset_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--preset", choices=tuple(PRESETS), default=None,
-                     help="paper: the study's setup (ResNet-152 on every I-frame, raw concatenation, its"
-                          " metrics, holdout protocol); explicit options override it")
+                     help="a named setup: default, mvr's; paper, the study's (ResNet-152 on every I-frame, raw"
+                          " concatenation, its metrics, holdout protocol); explicit options override its parts"
+                          " (default: mvr's, the catalog's extractor options kept)")
 
 
 def _visual_options(sub: argparse.ArgumentParser) -> None:
     _preset_option(sub)
     sub.add_argument("--backbone", default=None,
-                     help=f"visual CNN: {', '.join(backbone_names())} (default: the catalog's, or {DEFAULT_BACKBONE}"
-                          " for a new one)")
-    sub.add_argument("--weights", type=Path, default=None, help="the backbone's weights file")
-    sub.add_argument("--max-keyframes", type=int, default=None,
-                     help=f"keyframes per video, spread evenly (default {DEFAULT_MAX_KEYFRAMES}; 0 = all)")
+                     help=f"visual CNN: {', '.join(backbone_names())} (default: the catalog's, else"
+                          f" {DEFAULT_BACKBONE})")
+    sub.add_argument("--weights", type=Path, default=None, metavar="FILE",
+                     help="the backbone's weights file (default: the backbone's own ImageNet weights)")
+    sub.add_argument("--max-keyframes", type=int, default=None, metavar="N",
+                     help=f"keyframes per video, spread evenly, 0 for all (default: the catalog's, else"
+                          f" {DEFAULT_MAX_KEYFRAMES})")
 
 
 def _download_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--max-download-mb", type=_positive_int, default=1024,
-                     help="largest download of a URL, every hop included (default 1024)")
+                     help="largest download of a URL, every hop included, in MiB")
     sub.add_argument("--download-deadline", type=_positive_int, default=600, metavar="SECONDS",
-                     help="longest a URL's download may take in all (default 600)")
+                     help="longest a URL's download may take in all")
 
 
 def _positive_int(text: str) -> int:

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import csv
 import re
-import sys
 from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-
-from tqdm import tqdm
 
 from mvr.config import RuntimeSettings
 from mvr.dataset.plan import plan_collection
 from mvr.dataset.render import encode_item
-from mvr.dataset.sources import locked, sources_dir
+from mvr.dataset.sources import fetch_sources, locked, sources_dir
 from mvr.dataset.spec import MANIFEST_COLUMNS, CollectionSpec, Item
 from mvr.media import require_ffmpeg
+from mvr.progress import Progress, note
 
 _MAX_JOBS = 2
 
@@ -55,7 +53,8 @@ def build_collection(
     size : str
         ``small`` (32 items, a few minutes on two cores) or ``full`` (over 200 items).
     progress : bool
-        Show what is fetched and a progress bar of the encodes on stderr.
+        Say on standard error what is fetched (:func:`mvr.dataset.sources.fetch_sources`) and how the encodes go
+        (:class:`mvr.progress.Progress`).
     spec : CollectionSpec or None
         Full control (duration, frame size, counts, styles, seed); replaces ``mode`` and ``size`` when given.
     jobs : int
@@ -75,14 +74,16 @@ def build_collection(
     items_dir = out_dir / "items"
     items_dir.mkdir(parents=True, exist_ok=True)
     with locked(out_dir / ".build.lock"):
-        if progress:
-            print(f"planning a {spec.mode} collection ({spec.size}); sources are cached in {sources} "
-                  "(the first build downloads them: about 600 MB)", file=sys.stderr)
+        spec.validate()
+        fetch_sources(spec, sources, progress=progress)
         items = plan_collection(spec, sources)
         for leftover in items_dir.glob(".*.part.mp4"):
             leftover.unlink()  # from an interrupted build
         pending = [item for item in items if not (items_dir / item.file_name).exists()]
-        _encode_all(pending, items_dir, jobs, progress, sources)
+        if pending:
+            _encode_all(pending, items_dir, jobs, progress, sources)
+        else:
+            note(f"encoding: all {len(items)} items already built", show=progress)
         _remove_stale_items(items_dir, {item.file_name for item in items})
         return write_manifest(items, out_dir)
 
@@ -102,18 +103,18 @@ def _remove_stale_items(items_dir: Path, planned: set[str]) -> None:
 
 
 def _encode_all(items: Sequence[Item], items_dir: Path, jobs: int, progress: bool, sources: Path) -> None:
+    """Encode ``items``; the first failure cancels the encodes not started and is raised."""
     workers = max(1, min(jobs, _MAX_JOBS))
-    with tqdm(total=len(items), desc="encoding", unit="item", disable=not progress) as bar, \
-            ThreadPoolExecutor(max_workers=workers) as pool:
+    with Progress("encoding", len(items), show=progress) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(encode_item, item, items_dir, sources) for item in items]
-        for future in futures:
-            future.add_done_callback(lambda _: bar.update())
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in done if f.exception() is not None]
-        if failed:
+        try:
+            for future in as_completed(futures):
+                future.result()
+                bar.update()
+        except BaseException:
             for future in futures:
                 future.cancel()
-            raise failed[0].exception()
+            raise
 
 
 def write_manifest(items: Sequence[Item], out_dir: Path) -> Path:

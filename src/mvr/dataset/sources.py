@@ -1,7 +1,8 @@
 """The open media a collection is made from: Debian packages and PyPI files, fetched once into mvr's cache.
 
 Sources are fetched with ``apt-get download`` and ``pip download`` into ``<cache>/sources``; only the files used are
-unpacked. Each file's licence is read from its package's copyright file.
+unpacked. Each file's licence is read from its package's copyright file. :func:`fetch_sources` fetches what a
+collection needs up front, saying what it fetches; the functions that read a source fetch it quietly if needed.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from functools import cache
 from pathlib import Path
 from typing import IO
 
-from mvr.dataset.spec import MUSIC_STYLES, VISUAL_STYLES, Asset, DebSource
+from mvr.dataset.spec import MUSIC_STYLES, VISUAL_STYLES, Asset, CollectionSpec, DebSource
 from mvr.errors import MediaError
 from mvr.media import probe
+from mvr.progress import note
 
 _MIN_PICTURE_BYTES = 20_000  # smaller files are placeholders (solid colours), not pictures
 _MOVIEPY = "moviepy==2.2.1"
@@ -58,11 +60,35 @@ def locked(lock_path: Path) -> Iterator[None]:
 
 # -------------------------------------------------------------------------------------------- fetching ---
 
-def fetch_package(package: str, sources: Path) -> Path:
+def fetch_sources(spec: CollectionSpec, sources: Path, *, progress: bool = True) -> None:
+    """Fetch the sources of ``spec``'s styles that the cache lacks, each announced on standard error.
+
+    With ``progress``, each fetch is one line (``fetching 2/5: nexuiz-music (Debian package)``) followed by what
+    apt-get or pip print of their download; a source already in the cache is not mentioned.
+
+    Raises
+    ------
+    MediaError
+        Naming the source, when it cannot be fetched.
+    """
+    packages = dict.fromkeys([MUSIC_STYLES[style].package for style in spec.audio_styles]
+                             + [source.package for style in spec.visual_styles for source in VISUAL_STYLES[style]])
+    missing = [(f"{package} (Debian package)", lambda p=package: fetch_package(p, sources, progress=progress))
+               for package in packages if not _package_fetched(package, sources)]
+    if any(not VISUAL_STYLES[style] for style in spec.visual_styles) and not _film_path(sources).exists():
+        missing.append((f"Big Buck Bunny ({_MOVIEPY}'s source distribution, from PyPI)",
+                        lambda: fetch_big_buck_bunny(sources, progress=progress)))
+    for number, (what, fetch) in enumerate(missing, start=1):
+        note(f"fetching {number}/{len(missing)}: {what} into {sources}", show=progress)
+        fetch()
+
+
+def fetch_package(package: str, sources: Path, *, progress: bool = False) -> Path:
     """Download a Debian package and unpack the files mvr uses from it, once.
 
     The files wanted are the union of the patterns that :data:`MUSIC_STYLES` and :data:`VISUAL_STYLES` give for
-    the package, plus its copyright file. The ``.deb`` itself is not kept.
+    the package, plus its copyright file. The ``.deb`` itself is not kept. With ``progress``, apt-get's report of
+    the download goes to standard error.
 
     Returns
     -------
@@ -75,30 +101,33 @@ def fetch_package(package: str, sources: Path) -> Path:
         Naming the package, when apt cannot download it or dpkg-deb cannot unpack it.
     """
     root = sources / "debian" / package
-    # The stamp lists the patterns unpacked, so that a newer mvr wanting other files unpacks the package again.
-    stamp = json.dumps(_deb_patterns(package))
-    if _stamp_matches(root, stamp):
+    if _package_fetched(package, sources):
         return root
     with locked(sources / f".{package}.lock"):
-        if _stamp_matches(root, stamp):
+        if _package_fetched(package, sources):
             return root
         with tempfile.TemporaryDirectory(dir=sources, prefix=f".{package}-") as tmp:
-            deb = _apt_download(package, Path(tmp))
+            deb = _apt_download(package, Path(tmp), progress)
             staging = Path(tmp) / "root"
             _unpack_deb(deb, staging, _deb_patterns(package))
             for source in _deb_sources(package):
                 if source.archive:
                     _unpack_zip(staging / source.archive, staging / f"{source.archive}.d", source.patterns)
-            (staging / ".complete").write_text(stamp)
+            (staging / ".complete").write_text(_package_stamp(package))
             shutil.rmtree(root, ignore_errors=True)
             root.parent.mkdir(parents=True, exist_ok=True)
             staging.rename(root)
     return root
 
 
-def _stamp_matches(root: Path, stamp: str) -> bool:
-    marker = root / ".complete"
-    return marker.exists() and marker.read_text() == stamp
+def _package_stamp(package: str) -> str:
+    """The patterns unpacked, so that a newer mvr wanting other files unpacks the package again."""
+    return json.dumps(_deb_patterns(package))
+
+
+def _package_fetched(package: str, sources: Path) -> bool:
+    marker = sources / "debian" / package / ".complete"
+    return marker.exists() and marker.read_text() == _package_stamp(package)
 
 
 def _deb_sources(package: str) -> list[DebSource]:
@@ -113,9 +142,10 @@ def _deb_patterns(package: str) -> list[str]:
     return patterns
 
 
-def _apt_download(package: str, into: Path) -> Path:
+def _apt_download(package: str, into: Path, progress: bool) -> Path:
     try:
-        done = subprocess.run(["apt-get", "download", package], cwd=into, capture_output=True, text=True)
+        done = subprocess.run(["apt-get", "download", package], cwd=into, stdout=_tool_report(progress),
+                              stderr=subprocess.PIPE, text=True)
     except FileNotFoundError:
         raise MediaError(package, "apt-get not found; mvr dataset needs a Debian-based system") from None
     debs = sorted(into.glob("*.deb"))
@@ -164,22 +194,36 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
-def fetch_big_buck_bunny(sources: Path) -> Path:
+def _tool_report(progress: bool) -> int:
+    """Where apt-get or pip print what they download: standard error with ``progress``, else nowhere."""
+    try:
+        return sys.stderr.fileno() if progress else subprocess.DEVNULL
+    except (AttributeError, OSError, ValueError):  # a standard error with no file behind it (a captured one)
+        return subprocess.DEVNULL
+
+
+def _film_path(sources: Path) -> Path:
+    return sources / "pypi" / "moviepy-2.2.1" / "bbb.mp4"
+
+
+def fetch_big_buck_bunny(sources: Path, *, progress: bool = False) -> Path:
     """Return Big Buck Bunny (10 min, 1280x720), taken once from the moviepy 2.2.1 source distribution.
+
+    With ``progress``, pip's report of the download goes to standard error.
 
     Raises
     ------
     MediaError
         Naming ``moviepy==2.2.1``, when pip cannot download it or the film is not inside.
     """
-    target = sources / "pypi" / "moviepy-2.2.1" / "bbb.mp4"
+    target = _film_path(sources)
     if target.exists():
         return target
     with locked(sources / ".moviepy.lock"):
         if target.exists():
             return target
         with tempfile.TemporaryDirectory(dir=sources, prefix=".moviepy-") as tmp:
-            sdist = _pip_download_sdist(_MOVIEPY, Path(tmp))
+            sdist = _pip_download_sdist(_MOVIEPY, Path(tmp), progress)
             staged = Path(tmp) / "bbb.mp4"
             _film_from_sdist(sdist, staged)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -187,10 +231,10 @@ def fetch_big_buck_bunny(sources: Path) -> Path:
     return target
 
 
-def _pip_download_sdist(requirement: str, into: Path) -> Path:
+def _pip_download_sdist(requirement: str, into: Path, progress: bool) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", requirement,
-           "-d", str(into), "-q", "--disable-pip-version-check"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+           "-d", str(into), "--disable-pip-version-check"]
+    done = subprocess.run(cmd, stdout=_tool_report(progress), stderr=subprocess.PIPE, text=True)
     found = sorted(into.glob("*.tar.gz"))
     if done.returncode != 0 or not found:
         errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mvr.evaluation.scoring import QueryScores, QuerySet, Result, score_queries, summarise
+from mvr.progress import Progress
 from mvr.retrieval.fusion import Pool
 from mvr.retrieval.targets import FUSED
 from mvr.retrieval.tuning import LabelledRows, Tuning, tune_pool
@@ -87,7 +88,8 @@ class CrossValidation:
         return {"result": self.result.to_dict(), "folds": [fold.to_dict() for fold in self.folds]}
 
 
-def cross_validate(pool: Pool, rows: LabelledRows, found: QuerySet, k: int, folds: int = FOLDS) -> CrossValidation:
+def cross_validate(pool: Pool, rows: LabelledRows, found: QuerySet, k: int, folds: int = FOLDS, *,
+                   progress: Progress | None = None) -> CrossValidation:
     """Score the tuned late fusion of ``pool``'s spaces by cross-validation over groups.
 
     Parameters
@@ -102,8 +104,12 @@ def cross_validate(pool: Pool, rows: LabelledRows, found: QuerySet, k: int, fold
         Recommendations per query.
     folds : int
         How many folds.
+    progress : Progress, optional
+        Extended by the folds dealt, and told as each is scored.
     """
     dealt = group_folds(rows.groups[found.rows], rows.keys[found.rows], folds)
+    if progress is not None:
+        progress.extend(len(dealt))
     scored: list[QueryScores] = []
     chosen: list[Fold] = []
     for fold in dealt:
@@ -111,6 +117,8 @@ def cross_validate(pool: Pool, rows: LabelledRows, found: QuerySet, k: int, fold
         tuning = tune_pool(pool, rows, k=k, within=training)
         scored.append(score_queries(found, "cosine", tuning.fusion(), k, rows=fold))
         chosen.append(Fold(queries=fold, training=training, tuning=tuning))
+        if progress is not None:
+            progress.update()
     order = np.concatenate(dealt)
     answerable = found.answerable[order]
     scores = QueryScores.concatenate(scored).subset(answerable)

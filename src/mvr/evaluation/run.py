@@ -73,6 +73,7 @@ from mvr.evaluation.protocols import PROTOCOLS
 from mvr.evaluation.scoring import Result, query_set, score_candidates, score_queries, summarise
 from mvr.features import space_names
 from mvr.presets import PRESETS, Preset
+from mvr.progress import Progress
 from mvr.retrieval.fusion import Fusion, Pool
 from mvr.retrieval.query import fusion_for, spaces_of
 from mvr.retrieval.search import SearcherCache
@@ -125,7 +126,8 @@ class Evaluation:
 
 
 def evaluate(
-    catalog: Catalog, k: int = 5, protocol: str | None = None, queries: Catalog | None = None
+    catalog: Catalog, k: int = 5, protocol: str | None = None, queries: Catalog | None = None, *,
+    progress: bool | None = None,
 ) -> Evaluation:
     """Score every method, modality and metric on the catalog's labelled videos, from their stored vectors.
 
@@ -139,6 +141,9 @@ def evaluate(
         One of :data:`PROTOCOLS`; by default ``queries`` when ``queries`` is given, else ``loo``.
     queries : Catalog, optional
         For the ``queries`` protocol: a catalog of labelled query videos, indexed with the same extractors.
+    progress : bool, optional
+        The scorings done so far (each search target's, each fold of the tuned fusion's), on standard error
+        (:class:`mvr.progress.Progress`).
 
     Raises
     ------
@@ -166,40 +171,51 @@ def evaluate(
         query_videos = {video.id: video for video in queries.videos()}
     searchers = SearcherCache()
     held = set(catalog.spaces())
-    results = []
+    planned = []  # (modality, method's name, fusion, kind)
     for modality in search_targets():
-        # Both methods search the same raw vectors of one space; they differ only in how they fuse them.
-        scored: dict[str, list[Result]] = {}
         for name, method in METHODS.items():
             fusion = fusion_for(modality, method.fusion)
             needed = set(spaces_of(modality, fusion))
             if not needed <= held or (method.spaces is not None and not needed <= set(method.spaces)):
                 continue  # a space the catalog lacks, or one the method does not know (the study's has two)
-            kind = fusion.method if fusion is not None else "single"
-            if kind not in scored:
-                spaces = spaces_of(modality, fusion)
-                pool = searchers.pool(catalog, spaces)
-                asked = None if queries is None else (searchers.pool(queries, spaces), query_videos)
-                scored[kind] = score_candidates(pool, videos, modality, k, protocol, queries=asked, fusion=fusion)
-            results += [replace(result, method=name) for result in scored[kind]]
-    tuned = adaptive = None
+            planned.append((modality, name, fusion, fusion.method if fusion is not None else "single"))
     spaces = catalog_spaces(catalog)
-    if protocol == "loo" and len(spaces) > 1:
-        tuned, adaptive = _fusions_beyond_presets(searchers.pool(catalog, spaces), videos, k)
+    beyond = protocol == "loo" and len(spaces) > 1
+    # Both methods search the same raw vectors of one space; they differ only in how they fuse them. Beyond the
+    # presets, the adaptive fusion is one more step; the tuned fusion's folds extend the count once dealt.
+    scorings = len({(modality, kind) for modality, _, _, kind in planned}) + (1 if beyond else 0)
+    results = []
+    with Progress("evaluating", scorings, unit="scoring", show=progress) as bar:
+        scored: dict[tuple[str, str], list[Result]] = {}
+        for modality, name, fusion, kind in planned:
+            if (modality, kind) not in scored:
+                searched = spaces_of(modality, fusion)
+                pool = searchers.pool(catalog, searched)
+                asked = None if queries is None else (searchers.pool(queries, searched), query_videos)
+                scored[modality, kind] = score_candidates(pool, videos, modality, k, protocol, queries=asked,
+                                                          fusion=fusion)
+                bar.update()
+            results += [replace(result, method=name) for result in scored[modality, kind]]
+        tuned = adaptive = None
+        if beyond:
+            tuned, adaptive = _fusions_beyond_presets(searchers.pool(catalog, spaces), videos, k, bar)
     return Evaluation(k=k, protocol=protocol, catalog=str(catalog.root), videos=len(videos),
                       created=datetime.now(UTC).isoformat(timespec="seconds"), results=results,
                       queries=None if queries is None else str(queries.root), tuned=tuned, adaptive=adaptive)
 
 
-def _fusions_beyond_presets(pool: Pool, videos: dict[int, Video], k: int) -> tuple[CrossValidation, Result]:
-    """The tuned fusion, cross-validated, and the query-adaptive one, over every space of ``pool``."""
+def _fusions_beyond_presets(pool: Pool, videos: dict[int, Video], k: int,
+                            progress: Progress) -> tuple[CrossValidation, Result]:
+    """The tuned fusion, cross-validated (one step of ``progress`` per fold), and the query-adaptive one (one
+    step), over every space of ``pool``."""
     found = query_set(pool, videos, FUSED)
-    tuned = cross_validate(pool, labelled_rows(pool, videos), found, k)
+    tuned = cross_validate(pool, labelled_rows(pool, videos), found, k, progress=progress)
     # mvr's fused metric in every space, as its equal weights use: the two differ only in their weights.
     metric = METHODS["mvr"].metrics[FUSED]
     prior = {space: 1 / len(pool.spaces) for space in pool.spaces}
     scores = score_queries(found, metric, Fusion("adaptive", prior), k).subset(found.answerable)
     adaptive = summarise(scores, found.labels[found.answerable], FUSED, metric, k, found.chance, method="adaptive")
+    progress.update()
     return tuned, adaptive
 
 

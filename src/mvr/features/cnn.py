@@ -34,6 +34,7 @@ import numpy as np
 
 from mvr import media
 from mvr.errors import MediaError, MvrError
+from mvr.progress import note, stderr_is_terminal
 
 if TYPE_CHECKING:  # annotations only: the runtime imports this module for Backbone
     from mvr.features.runtime import CnnModel
@@ -345,9 +346,12 @@ def _resnet152_weights(download: bool, torch_hub_dir: Path | None) -> Path:
             pass
         import torch
 
+        note(f"resnet152: downloading its ImageNet weights (230 MB, once) from {url} to {target}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Checked against the hash prefix in the file name; written to a temporary name first, then moved.
-        torch.hub.download_url_to_file(url, str(target), hash_prefix=target.stem.rsplit("-", 1)[-1], progress=False)
+        # Checked against the hash prefix in the file name; written to a temporary name first, then moved. torch's
+        # own bar shows on a terminal.
+        torch.hub.download_url_to_file(url, str(target), hash_prefix=target.stem.rsplit("-", 1)[-1],
+                                       progress=stderr_is_terminal())
     except Exception as exc:  # offline, refused, or a damaged download: all leave the user the same remedy
         raise MvrError(f"{hint}; the download failed ({type(exc).__name__}: {exc})") from None
     return target

@@ -32,6 +32,7 @@ import numpy as np
 
 from mvr import media
 from mvr.errors import MediaError, MvrError
+from mvr.progress import note
 
 MUSICNN_VERSION = "0.1.0"
 WHEEL_NAME = f"musicnn-{MUSICNN_VERSION}-py3-none-any.whl"
@@ -358,6 +359,7 @@ def ensure_weights(*, cache_dir: Path) -> Path:
 
 
 def _download_wheel(into: Path) -> None:
+    note(f"musicnn {MUSICNN_VERSION}: fetching its wheel (the model weights, 29 MB, once) with pip into {into}")
     into.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
            "--quiet", f"musicnn=={MUSICNN_VERSION}", "-d", str(into)]

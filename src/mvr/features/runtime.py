@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import numpy as np
 from mvr.config import RuntimeSettings
 from mvr.errors import MvrError
 from mvr.features.cnn import Backbone
+from mvr.progress import note
 
 # Part of the exported file's name: bump it whenever the exported graph changes (opset, inputs, wrapper), so that
 # files exported by an older mvr are not reused.
@@ -167,8 +167,8 @@ class CnnModel:
         except MvrError:
             raise  # unusable weights: torch would fail the same way
         except Exception as exc:  # a missing package, a failed export, a full disk: torch still works
-            print(f"mvr: warning: ONNX Runtime not used for {self.backbone.extractor} ({type(exc).__name__}:"
-                  f" {_first_line(exc)}); running torch instead", file=sys.stderr)
+            note(f"mvr: warning: ONNX Runtime not used for {self.backbone.extractor} ({type(exc).__name__}:"
+                 f" {_first_line(exc)}); running torch instead")
             return None
 
     def _export(self, path: Path) -> None:
@@ -178,6 +178,7 @@ class CnnModel:
         another process sees either no file or the whole file; two processes exporting at once write the same
         model.
         """
+        note(f"{self.backbone.name}: exporting the network for ONNX Runtime (once, a few seconds) to {path}")
         torch, model = self._load_torch()
         path.parent.mkdir(parents=True, exist_ok=True)
         staged = path.with_name(f".{path.name}.{os.getpid()}.part")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from mvr.index.base import METRICS, Searcher, check_metric
+from mvr.progress import Progress, note
 from mvr.store import Catalog
 from mvr.store.catalog import INDEX_FOLDER
 
@@ -114,6 +116,8 @@ def catalog_searcher(catalog: Catalog, space: str, ids: np.ndarray, matrix: np.n
         if found.needs_rebuild or not np.array_equal(found.ids, ids):
             found = None
     if found is None:
+        note(f"{space} {metric}: building the catalog's search index over {ids.size} vectors, kept for later"
+             " queries (mvr reindex builds it ahead)")
         found = faiss_searcher.build(ids, matrix, metric, threads=threads)
     try:
         found.save(folder, meta=meta)
@@ -146,7 +150,8 @@ class Rebuilt:
 
 
 def reindex(catalog: Catalog, spaces: tuple[str, ...] | None = None, *, threads: int = 1,
-            min_rows: int = FAISS_MIN_ROWS) -> list[Rebuilt]:
+            min_rows: int = FAISS_MIN_ROWS, progress: bool | None = None,
+            on_rebuilt: Callable[[Rebuilt], None] | None = None) -> list[Rebuilt]:
     """Build every saved index of ``spaces`` afresh from the catalog's vectors, and the index of each space's
     default metric, replacing what was saved.
 
@@ -160,23 +165,36 @@ def reindex(catalog: Catalog, spaces: tuple[str, ...] | None = None, *, threads:
         Threads FAISS may use.
     min_rows : int
         Rows from which a FAISS index is kept (:func:`searcher_kind`); a smaller space is reported as ``exact``.
+    progress : bool, optional
+        The indexes built so far, on standard error (:class:`mvr.progress.Progress`).
+    on_rebuilt : callable, optional
+        Called with each index as soon as it is built.
     """
     from mvr.features.spaces import SPACES  # the extractors' modules: only this verb needs the defaults
 
     spaces = spaces or tuple(space for space in SPACES if catalog.setting(f"extractor.{space}") is not None)
-    done = []
+    planned = {}
     for space in spaces:
-        vectors = catalog.matrix(space)
-        if vectors is None:
-            continue
         saved = {path.name.removeprefix(f"{space}-") for path in (catalog.root / INDEX_FOLDER).glob(f"{space}-*")}
         default = SPACES[space].default_metric if space in SPACES else None
-        for metric in sorted((saved & set(METRICS)) | ({default} if default else set())):
-            start = time.perf_counter()
-            kind = searcher_kind(*vectors.vectors.shape, metric, min_rows=min_rows)
-            if kind == "faiss":
-                searcher = searcher_class(kind).build(vectors.ids, vectors.vectors, metric, threads=threads)
-                searcher.save(catalog.index_folder(space, metric), meta=index_meta(catalog, space))
-                kind = searcher.kind
-            done.append(Rebuilt(space, metric, kind, len(vectors.ids), time.perf_counter() - start))
+        planned[space] = sorted((saved & set(METRICS)) | ({default} if default else set()))
+    done = []
+    with Progress("reindexing", sum(len(metrics) for metrics in planned.values()), unit="index",
+                  show=progress) as bar:
+        for space, metrics in planned.items():
+            vectors = catalog.matrix(space)
+            if vectors is None:
+                bar.update(len(metrics))
+                continue
+            for metric in metrics:
+                start = time.perf_counter()
+                kind = searcher_kind(*vectors.vectors.shape, metric, min_rows=min_rows)
+                if kind == "faiss":
+                    searcher = searcher_class(kind).build(vectors.ids, vectors.vectors, metric, threads=threads)
+                    searcher.save(catalog.index_folder(space, metric), meta=index_meta(catalog, space))
+                    kind = searcher.kind
+                done.append(Rebuilt(space, metric, kind, len(vectors.ids), time.perf_counter() - start))
+                bar.update()
+                if on_rebuilt:
+                    on_rebuilt(done[-1])
     return done

@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 
-from tqdm import tqdm
-
 from mvr.config import RuntimeSettings
 from mvr.errors import CatalogError, MediaError, UsageError
 from mvr.features import SpaceOptions, build_extractors, extract_features, space_names
@@ -23,6 +21,7 @@ from mvr.ingest.resolve import ResolvedMedia
 from mvr.ingest.sources import Outcome, SourceItem, expand_sources
 from mvr.ingest.tasks import Extracted, ExtractionPlan, Failed, failure_reason
 from mvr.media import is_url
+from mvr.progress import Progress
 from mvr.store import Catalog, NewVideo, catalog_options, record_options
 
 
@@ -72,7 +71,8 @@ def index_sources(
     spaces : tuple of str, optional
         The feature spaces to compute; by default every registered one.
     progress : bool, optional
-        Show a progress bar; None shows it when standard error is a terminal.
+        The batch's progress on standard error (:mod:`mvr.progress`): True a bar on a terminal and a count line
+        every few seconds elsewhere, None (the default) the bar alone, False nothing.
     on_outcome : callable, optional
         Called with each item's Outcome as soon as it is known, in the order of the sources.
     jobs : int
@@ -105,10 +105,8 @@ def index_sources(
     items = list(expand_sources(sources, label))
     plan = ExtractionPlan(options=chosen, runtime=runtime or RuntimeSettings())
     report = IndexReport()
-    bar_off = None if progress is None else not progress  # tqdm: None = only on a terminal
     workers = max(1, min(jobs, len(items)))
-    with catalog.writing(), \
-            tqdm(total=len(items), desc="indexing", unit="video", disable=bar_off, leave=False) as bar, \
+    with catalog.writing(), Progress("indexing", len(items), unit="video", show=progress) as bar, \
             EXECUTORS[engine](plan, workers, **(engine_options or {})) as executor:
         record_options(catalog, chosen)  # under the write lock, as every write of the batch
         batch = _Batch(catalog, executor, policy or SourcePolicy())
@@ -145,9 +143,7 @@ def update_spaces(
     extractors = build_extractors(chosen, runtime)
     videos = catalog.videos()
     report = IndexReport()
-    bar_off = None if progress is None else not progress
-    with catalog.writing(), tqdm(total=len(videos), desc="updating", unit="video", disable=bar_off,
-                                 leave=False) as bar:
+    with catalog.writing(), Progress("updating", len(videos), unit="video", show=progress) as bar:
         record_options(catalog, chosen)
         for video in videos:
             missing = {space: extractor for space, extractor in extractors.items() if space not in video.spaces}

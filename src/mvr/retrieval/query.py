@@ -14,8 +14,15 @@ import numpy as np
 
 from mvr import media
 from mvr.config import RuntimeSettings
-from mvr.errors import MediaError, UsageError
-from mvr.features import Extractor, FeatureGroup, SpaceOptions, build_extractors, extract_features
+from mvr.errors import MediaError, MissingSpaceError, UsageError
+from mvr.features import (
+    Extractor,
+    FeatureGroup,
+    SpaceOptions,
+    build_extractors,
+    extract_features,
+    get_space,
+)
 from mvr.index.base import check_metric
 from mvr.ingest.policy import SourcePolicy
 from mvr.ingest.resolve import ResolvedMedia, resolve
@@ -29,7 +36,7 @@ from mvr.retrieval.targets import (
     default_metrics,
     search_targets,
 )
-from mvr.retrieval.tuning import stored_tuning
+from mvr.retrieval.tuning import catalog_spaces, stored_tuning
 from mvr.store import Catalog, Video, catalog_options
 
 WEIGHT_ORIGINS = ("equal", "tuned", "explicit")
@@ -236,6 +243,7 @@ def recommend(
     policy: SourcePolicy | None = None,
     searchers: SearcherCache | None = None,
     extractors: Mapping[str, Extractor] | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> Recommendation:
     """Recommend the ``k`` catalog videos nearest to ``source`` (a file path or an http(s) URL).
 
@@ -264,11 +272,13 @@ def recommend(
     runtime, policy, searchers, extractors
         The process's settings, the URL policy, the catalog's searchers and the extractors to use; made afresh
         when not given.
+    on_stage : callable, optional
+        Hears the stages of the query's work, as :func:`query_vectors` says them.
 
     Raises
     ------
     MediaError
-        When the source cannot be read or lacks the space asked for.
+        When the source cannot be read; MissingSpaceError, naming the spaces it has, when it lacks one asked for.
     CatalogError
         When the catalog has nothing to compare with.
     DegenerateMetricError
@@ -284,7 +294,7 @@ def recommend(
     if extractors is None:
         extractors = build_extractors(catalog_options(catalog, spaces, options), runtime)
     found = query_vectors(catalog, source, spaces, extractors=extractors, runtime=runtime,
-                          policy=policy or SourcePolicy())
+                          policy=policy or SourcePolicy(), on_stage=on_stage)
     return recommend_vectors(catalog, plan.pool, found, modality, plan.metric, fusion=plan.fusion, k=k,
                              searchers=None if exact else searchers, weights_from=plan.weights_from,
                              groups={space: extractor.groups for space, extractor in extractors.items()})
@@ -395,7 +405,7 @@ def query_vectors(
     Raises
     ------
     MediaError
-        When the source cannot be read or lacks a space asked for.
+        When the source cannot be read; MissingSpaceError, naming the spaces it has, when it lacks one asked for.
     CatalogError
         When the extractors' vectors cannot be compared with the catalog's.
     """
@@ -406,22 +416,38 @@ def query_vectors(
             stored = {space: catalog.vector(known.id, space) for space in spaces}
             missing = [space for space, found in stored.items() if found is None]
             if missing:
-                raise MediaError(source, f"has no {' or '.join(missing)} vector in the catalog (no such stream)")
+                raise MissingSpaceError(source, f"has no {' or '.join(missing)} vector in the catalog (no such"
+                                        " stream)", tuple(s for s in catalog_spaces(catalog) if s in known.spaces))
             return QueryVectors(description, {space: found[1] for space, found in stored.items()}, [])
         if on_stage:
             on_stage("extracting features")
         title = resolved.title or resolved.path.stem
         description = {"source": source, "title": title, "id": None, "label": None}
-        features = extract_features(resolved.path, {space: extractors[space] for space in spaces},
-                                    threads=runtime.threads, info=resolved.info)
-        missing = [space for space in spaces if space not in features.vectors]
+        try:
+            features = extract_features(resolved.path, {space: extractors[space] for space in spaces},
+                                        threads=runtime.threads, info=resolved.info)
+            vectors, notes = features.vectors, features.notes
+        except MediaError as exc:  # with the file probed already: none of the spaces could be computed
+            vectors, notes = {}, [exc.reason]
+        missing = [space for space in spaces if space not in vectors]
         if missing:
             target = spaces[0] if len(spaces) == 1 else FUSED
-            raise MediaError(source, f"{target} search impossible: " + "; ".join(features.notes))
-        for space, (extractor, _vector) in features.vectors.items():
+            raise MissingSpaceError(source, f"{target} search impossible: " + "; ".join(notes),
+                                    _searchable_spaces(catalog, resolved.info, vectors, missing))
+        for space, (extractor, _vector) in vectors.items():
             catalog.check_extractor(space, extractor)
-        return QueryVectors(description, {space: found[1] for space, found in features.vectors.items()},
-                            features.notes)
+        return QueryVectors(description, {space: found[1] for space, found in vectors.items()}, notes)
     finally:
         if resolved is not None:
             resolved.cleanup()
+
+
+def _searchable_spaces(catalog: Catalog, info: media.MediaInfo, computed: Mapping[str, object],
+                       failed: list[str]) -> tuple[str, ...]:
+    """The catalog's spaces a file can be searched in: those computed, and those not tried whose stream the file
+    has and gave no failure in another space."""
+    has = {"audio": info.has_audio, "video": info.has_video}
+    failed_streams = {get_space(space).stream for space in failed}
+    return tuple(space for space in catalog_spaces(catalog)
+                 if space in computed or (space not in failed and has[get_space(space).stream]
+                                          and get_space(space).stream not in failed_streams))

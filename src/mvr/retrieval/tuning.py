@@ -29,6 +29,7 @@ import numpy as np
 from mvr.errors import UsageError
 from mvr.features import SPACES, space_names
 from mvr.index.base import METRICS
+from mvr.progress import Progress
 from mvr.retrieval.fusion import Fusion, Pool, distances, row_z_scores
 from mvr.retrieval.ranking import excluded_pairs, first_k
 from mvr.store import Catalog, Video
@@ -132,6 +133,7 @@ def tune_pool(
     metrics: tuple[str, ...] = TUNING_METRICS,
     step: float = WEIGHT_STEP,
     max_queries: int = MAX_QUERIES,
+    progress: Progress | None = None,
 ) -> Tuning:
     """Choose each space's metric and the spaces' weights for the pool, from its rows' labels.
 
@@ -152,6 +154,8 @@ def tune_pool(
         The weight grid's step.
     max_queries : int
         Queries scored at most.
+    progress : Progress, optional
+        Extended by the steps of the choice (each space's metrics, then the grid) and told of each.
 
     Returns
     -------
@@ -192,6 +196,8 @@ def tune_pool(
     relevant, excluded = relevant[answerable], excluded[answerable]
     queries = queries[answerable]
     candidate_pool = pool.subset(candidates)
+    if progress is not None:
+        progress.extend(len(spaces) * len(metrics) + 1)
     chosen, scaled = {}, {}
     for space in spaces:
         single = Pool(ids=candidate_pool.ids, matrices={space: candidate_pool.matrices[space]})
@@ -199,6 +205,8 @@ def tune_pool(
         # The space's own default first, so that it wins a tie.
         for metric in sorted(metrics, key=lambda m: (m != default_metrics[space], METRICS.index(m))):
             found = distances({space: pool.matrices[space][queries]}, single, metric, None, excluded).total
+            if progress is not None:
+                progress.update()
             if not np.isfinite(found).any(axis=1).all():
                 continue  # a metric that cannot rank some query is not a candidate
             precision = precision_at_k(found, relevant, k)
@@ -210,6 +218,8 @@ def tune_pool(
         scaled[space] = row_z_scores(best[2]).astype(np.float32)
     grid = weight_grid(len(spaces), step)
     scores = np.array([precision_at_k(_weighted(scaled, spaces, point), relevant, k) for point in grid])
+    if progress is not None:
+        progress.update()
     balance = np.abs(grid - 1 / len(spaces)).sum(axis=1)
     winner = np.lexsort((balance, -scores))[0]
     weights = {space: round(float(w), 6) for space, w in zip(spaces, grid[winner], strict=True)}
@@ -250,11 +260,11 @@ def catalog_spaces(catalog: Catalog) -> tuple[str, ...]:
     return tuple(space for space in space_names() if catalog.setting(f"extractor.{space}") is not None)
 
 
-def tune_catalog(catalog: Catalog, k: int = 5, pool: Pool | None = None) -> Tuning:
+def tune_catalog(catalog: Catalog, k: int = 5, pool: Pool | None = None, *, progress: bool | None = None) -> Tuning:
     """Tune the fusion of every space the catalog holds on its labelled videos (see :func:`tune_pool`).
 
     ``pool`` (the catalog's vectors of those spaces, from :meth:`mvr.retrieval.search.SearcherCache.pool`) is
-    loaded when not given.
+    loaded when not given; ``progress`` shows the metrics tried and the grid (:class:`mvr.progress.Progress`).
 
     Raises
     ------
@@ -269,7 +279,9 @@ def tune_catalog(catalog: Catalog, k: int = 5, pool: Pool | None = None) -> Tuni
     if len(spaces) < 2:
         raise UsageError(f"{catalog.root}: fusion needs two feature spaces, this catalog has {', '.join(spaces)}")
     pool = pool or SearcherCache().pool(catalog, spaces)
-    found = tune_pool(pool, labelled_rows(pool, {video.id: video for video in catalog.videos()}), k=k)
+    with Progress("tuning", 0, unit="step", show=progress) as bar:
+        found = tune_pool(pool, labelled_rows(pool, {video.id: video for video in catalog.videos()}), k=k,
+                          progress=bar)
     extractors = {space: catalog.setting(f"extractor.{space}") for space in spaces}
     return Tuning(**{**found.to_dict(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
                      "extractors": extractors})
