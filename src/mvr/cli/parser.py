@@ -104,9 +104,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     mix.add_argument("seeds", nargs="+", metavar="SEED", help=f"{seed_help}; the queue starts with the first")
     mix.add_argument("--avoid", nargs="+", action="extend", default=[], metavar="SEED",
                      help="catalog videos to be less like (same forms as SEED; repeatable); never played, nor other"
-                          " excerpts of their tracks (default none)")
+                          " excerpts of their tracks (default: none)")
     mix.add_argument("-n", type=_positive_int, default=DEFAULT_MIX_LENGTH,
-                     help=f"how many videos, the first seed included (default {DEFAULT_MIX_LENGTH})")
+                     help=f"how many videos, the first seed included (default: {DEFAULT_MIX_LENGTH})")
     _walk_options(mix)
     mix.set_defaults(run=commands["mix"])
 
@@ -114,7 +114,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     path.add_argument("start", metavar="A", help=f"the first video: {seed_help}")
     path.add_argument("end", metavar="B", help="the last video, in the same forms")
     path.add_argument("-n", type=_at_least_two, default=DEFAULT_PATH_LENGTH,
-                      help=f"how many videos, A and B included (default {DEFAULT_PATH_LENGTH})")
+                      help=f"how many videos, A and B included (default: {DEFAULT_PATH_LENGTH})")
     _walk_options(path)
     path.set_defaults(run=commands["path"])
 
@@ -221,7 +221,7 @@ def _walk_options(sub: argparse.ArgumentParser) -> None:
     output = sub.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON (default: a table)")
     output.add_argument("--m3u", type=Path, metavar="FILE", default=None,
-                        help="also write an M3U playlist of the media files (absolute paths) to FILE (default none)")
+                        help="also write an M3U playlist of the media files (absolute paths) to FILE (default: none)")
     _download_options(sub)
 
 
