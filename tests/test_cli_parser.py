@@ -45,12 +45,14 @@ def test_every_argument_has_help_and_every_default_is_shown(catalog: str | None,
             assert action.help and action.help != argparse.SUPPRESS, f"{where}: no help"
             for choice in getattr(action, "_choices_actions", []):  # each verb's line in its parent's help
                 assert choice.help, f"{sub.prog} {choice.dest}: no help"
-            if action.nargs != 0 and action.default is not None and action.default != argparse.SUPPRESS:
-                assert f"(default: {action.default})" in _help_of(sub, action), f"{where}: default not shown"
+            shown = _help_of(sub, action)
+            assert shown.count("(default") <= 1, f"{where}: its default said twice"
+            if action.nargs != 0 and action.default not in (None, argparse.SUPPRESS, []):
+                assert f"(default: {action.default})" in shown, f"{where}: default not shown"
                 defaults.add(where)
     assert {f"mvr {verb}" for verb in COMMANDS} <= verbs
     assert {"mvr query --modality", "mvr features --modality", "mvr dataset build --mode",
-            "mvr dataset build --size", "mvr index --jobs", "mvr serve --port"} <= defaults
+            "mvr dataset build --size", "mvr index --jobs", "mvr serve --port", "mvr mix -n", "mvr path -n"} <= defaults
     assert ("mvr list --catalog" in defaults) == (catalog is not None)
 
 

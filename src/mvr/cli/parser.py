@@ -41,8 +41,10 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def shows_default(action: argparse.Action) -> bool:
-    """Whether an argument's help ends with its default: it takes a value and has a default."""
-    return action.nargs != 0 and action.default is not None and action.default is not argparse.SUPPRESS
+    """Whether an argument's help ends with its default: it takes a value and has a default (an empty list, as
+    a repeatable option starts with, is none; its help says so in words where it matters)."""
+    return (action.nargs != 0 and action.default is not None and action.default is not argparse.SUPPRESS
+            and action.default != [])
 
 
 class Parser(argparse.ArgumentParser):
@@ -106,7 +108,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
                      help="catalog videos to be less like (same forms as SEED; repeatable); never played, nor other"
                           " excerpts of their tracks (default: none)")
     mix.add_argument("-n", type=_positive_int, default=DEFAULT_MIX_LENGTH,
-                     help=f"how many videos, the first seed included (default: {DEFAULT_MIX_LENGTH})")
+                     help="how many videos, the first seed included")
     _walk_options(mix)
     mix.set_defaults(run=commands["mix"])
 
@@ -114,7 +116,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     path.add_argument("start", metavar="A", help=f"the first video: {seed_help}")
     path.add_argument("end", metavar="B", help="the last video, in the same forms")
     path.add_argument("-n", type=_at_least_two, default=DEFAULT_PATH_LENGTH,
-                      help=f"how many videos, A and B included (default: {DEFAULT_PATH_LENGTH})")
+                      help="how many videos, A and B included")
     _walk_options(path)
     path.set_defaults(run=commands["path"])
 
