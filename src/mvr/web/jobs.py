@@ -23,10 +23,9 @@ from mvr.retrieval.fusion import Fusion
 from mvr.retrieval.query import (
     QueryVectors,
     Recommendation,
-    catalog_fusion,
+    plan_search,
     query_vectors,
     recommend_vectors,
-    spaces_of,
 )
 from mvr.retrieval.search import SearcherCache
 from mvr.store import Catalog, catalog_options
@@ -214,10 +213,10 @@ class QueryRunner:
         try:
             catalog = self._catalogs.get()
             self._update(job, status="running", stage="preparing", progress=0.05)
-            fusion, weights_from = catalog_fusion(catalog, job.modality, weights=job.weights,
-                                                  metric_given=job.metric_given)
-            spaces = spaces_of(job.modality, fusion)
-            pool = self._searchers.pool(catalog, spaces)  # an empty catalog fails before any download
+            # An empty catalog fails here, before any download.
+            plan = plan_search(catalog, job.modality, metric=job.metric if job.metric_given else None,
+                               weights=job.weights, searchers=self._searchers)
+            spaces = plan.pool.spaces
             features = self._query_features(catalog, job, spaces)
             self._update(job, stage="ranking", progress=0.9)
             # The cache is shared by every query of the same content: the names this client used are the job's.
@@ -225,10 +224,11 @@ class QueryRunner:
             if description["id"] is None and job.title:
                 description["title"] = job.title
             groups = {space: extractor.groups for space, extractor in self._extractors_for(catalog).items()}
-            found = recommend_vectors(catalog, pool, QueryVectors(description, features.vectors, features.notes),
-                                      job.modality, job.metric, fusion=fusion, k=job.k,
-                                      searchers=self._searchers_for(catalog, spaces, job.metric, fusion),
-                                      weights_from=weights_from, groups=groups)
+            found = recommend_vectors(catalog, plan.pool,
+                                      QueryVectors(description, features.vectors, features.notes),
+                                      job.modality, plan.metric, fusion=plan.fusion, k=job.k,
+                                      searchers=self._searchers_for(catalog, spaces, plan.metric, plan.fusion),
+                                      weights_from=plan.weights_from, groups=groups)
             # The API always explains: its model has room for the explanations, and the page draws them.
             self._update(job, status="done", stage="done", progress=1.0, result=_with_groups(catalog, found),
                          notes=found.notes)
