@@ -23,7 +23,7 @@ test-deps: system-deps
 $(BIN)/mvr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[web,plots,test]'
+	$(BIN)/pip install -q -e '.[web,plots,map,test]'
 	@touch $@
 
 # Builds a small labelled collection from real open media, indexes it, and shows one query per modality.

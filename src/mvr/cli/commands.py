@@ -289,6 +289,30 @@ def run_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_map(args: argparse.Namespace) -> int:
+    """``mvr map``: the catalog's videos placed in 2-D, as a table or JSON, and with ``--out`` as a PNG."""
+    from mvr.retrieval.collection_map import collection_map, draw_map
+    from mvr.store import Catalog
+
+    def show(videos: int) -> None:
+        note(f"{args.space}: laying out {videos} videos (t-SNE), kept in the catalog for the next map")
+
+    with Catalog.open(args.catalog, create=False) as catalog:
+        found = collection_map(catalog, args.space, on_compute=show)
+    if args.out is not None:
+        draw_map(found, args.out)
+        print(f"wrote {args.out} ({len(found.points)} videos)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2))
+        return 0
+    print(f"{found.target} map of {len(found.points)} videos ({_measure(found.fusion, found.metric, found.weights_from)};"
+          f" {found.method['name']}, {found.method['library']})")
+    _print_table(("id", "title", "label", "x", "y"),
+                 [(str(p.video.id), p.video.title, p.video.label or "", f"{p.x:.3f}", f"{p.y:.3f}")
+                  for p in found.points])
+    return 0
+
+
 def run_reindex(args: argparse.Namespace) -> int:
     """``mvr reindex``: build the catalog's search indexes afresh, one line per index as it is built."""
     from mvr.index.build import Rebuilt, reindex
@@ -406,7 +430,7 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 COMMANDS = {
     "index": run_index, "query": run_query, "list": run_list, "features": run_features, "serve": run_serve,
     "evaluate": run_evaluate, "tune": run_tune, "dataset build": run_dataset_build, "reindex": run_reindex,
-    "mix": run_mix, "path": run_path,
+    "mix": run_mix, "path": run_path, "map": run_map,
 }
 """What runs each verb."""
 

@@ -179,6 +179,18 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     tune.add_argument("--json", action="store_true", help="print JSON")
     tune.set_defaults(run=commands["tune"])
 
+    collection_map = verbs.add_parser("map", help="a 2-D map of the catalog's videos (t-SNE of a search's distances)")
+    _catalog_option(collection_map)
+    collection_map.add_argument("--space", choices=search_targets(), default="audio",
+                                help="whose distances place the videos: a feature space, or fused (the fused search's,"
+                                     " with the catalog's tuned weights)")
+    collection_map.add_argument("--out", type=Path, metavar="FILE", default=None,
+                                help="also draw the map as a PNG, the videos coloured by label (default: none)")
+    collection_map.add_argument("--json", action="store_true",
+                                help="print JSON: the points (id, title, label, x, y) and how they were placed"
+                                     " (default: a table)")
+    collection_map.set_defaults(run=commands["map"])
+
     dataset = verbs.add_parser("dataset", help="build a labelled benchmark collection from open media")
     dataset_verbs = dataset.add_subparsers(dest="dataset_verb", required=True, metavar="VERB",
                                            help="what to do with the collections")

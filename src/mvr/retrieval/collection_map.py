@@ -16,7 +16,7 @@ How a layout is made (:func:`compute_layout`):
    row are treated alike.
 3. The layout. scikit-learn's Barnes-Hut t-SNE (van der Maaten, 2014) on that neighbour graph, started from the
    first two principal components of the videos' vectors (each space's columns standardised, each space weighing
-   alike), which keeps the map's large-scale arrangement stable from one computation to the next (Kobak and
+   as the fusion weighs it), which keeps the map's large-scale arrangement stable from one computation to the next (Kobak and
    Berens, 2019), with a fixed seed: the same catalog gives the same map.
 
 scikit-learn is the ``map`` extra, imported only when a layout is computed. umap-learn was measured beside it and
@@ -44,7 +44,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from threadpoolctl import threadpool_limits
 
-from mvr.errors import MvrError
+from mvr.errors import MvrError, UsageError
 from mvr.index.exact import ExactSearcher
 from mvr.retrieval.fusion import Fusion, Pool, combine
 from mvr.retrieval.query import SearchPlan, fusion_dict, plan_search
@@ -60,6 +60,8 @@ NEIGHBOURS = int(3 * PERPLEXITY + 1)
 """Neighbours per video in the graph t-SNE reads (three times the perplexity, as t-SNE's own rule)."""
 ITERATIONS = 1000
 SEED = 0
+PNG_SIZE = (900, 600)
+"""Width and height in pixels of :func:`draw_map`'s picture."""
 _BLOCK_ROWS = 256  # rows of distances computed at once: 256 x 10k float64 is 20 MB per space and part
 _BLAS_METRICS = ("cosine", "euclidean")  # scikit-learn computes these by matrix products; the rest go to scipy
 _INSTALL_HINT = "mvr map needs scikit-learn: pip install 'mvr[map]'"
@@ -169,6 +171,55 @@ def collection_map(catalog: Catalog, target: str, *, searchers: SearcherCache | 
                          method=method_description(), points=points, cached=saved is not None)
 
 
+def draw_map(found: CollectionMap, path: Path) -> Path:
+    """Draw the map as a PNG of :data:`PNG_SIZE` pixels: one dot per video coloured by its label, the legend
+    right of the plot. Written whole or not at all.
+
+    Raises
+    ------
+    MvrError
+        When matplotlib is not installed.
+    UsageError
+        When ``path`` cannot be written.
+    """
+    try:
+        # Lazily, as mvr evaluate --plots: matplotlib is the plots extra.
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        raise MvrError("mvr map --out needs matplotlib: pip install 'mvr[plots]'") from None
+    path = Path(path)
+    dpi = 100
+    figure = pyplot.figure(figsize=(PNG_SIZE[0] / dpi, PNG_SIZE[1] / dpi), dpi=dpi)
+    axes = figure.add_axes((0.04, 0.06, 0.66, 0.86))
+    labels = sorted({point.video.label for point in found.points if point.video.label is not None})
+    palette = pyplot.get_cmap("tab20" if len(labels) > 10 else "tab10")
+    groups = [(label, palette(number % palette.N)) for number, label in enumerate(labels)]
+    if any(point.video.label is None for point in found.points):
+        groups.append((None, "#9ca3af"))
+    for label, colour in groups:
+        chosen = [point for point in found.points if point.video.label == label]
+        axes.scatter([point.x for point in chosen], [point.y for point in chosen], s=28, color=colour,
+                     edgecolors="white", linewidths=0.5, label=label or "unlabelled")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_title(f"{found.target}: {len(found.points)} videos, t-SNE of the {found.target} search's distances",
+                   fontsize=10)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=8, title="label")
+    staged = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        figure.savefig(staged, format="png", dpi=dpi)
+        os.replace(staged, path)
+    except OSError as exc:
+        staged.unlink(missing_ok=True)
+        raise UsageError(f"{path}: cannot write the map ({exc.strerror or exc})") from None
+    finally:
+        pyplot.close(figure)
+    return path
+
+
 def map_path(catalog: Catalog, target: str) -> Path:
     """Where the layout of ``target`` is kept in the catalog folder (it may not exist)."""
     return Path(catalog.root) / MAP_FOLDER / f"{target}.json"
@@ -213,7 +264,7 @@ def compute_layout(plan: SearchPlan) -> np.ndarray:
         return np.column_stack([np.linspace(-1.0, 1.0, count) if count > 1 else np.zeros(count), np.zeros(count)])
     perplexity = min(PERPLEXITY, (count - 1) / 3)
     graph = neighbour_graph(plan, min(count - 1, int(3 * perplexity + 1)))
-    tsne = TSNE(n_components=2, perplexity=perplexity, metric="precomputed", init=_initial_layout(plan.pool),
+    tsne = TSNE(n_components=2, perplexity=perplexity, metric="precomputed", init=_initial_layout(plan.pool, plan.fusion),
                 learning_rate="auto", max_iter=ITERATIONS, random_state=SEED, method="barnes_hut")
     # One thread: the same layout on any machine, and on a busy one, OpenMP's waiting threads made a 200-video
     # layout take 100 s instead of 3.
@@ -279,16 +330,19 @@ def _space_distances(matrix: np.ndarray, rows: np.ndarray, metric: str) -> np.nd
     return found
 
 
-def _initial_layout(pool: Pool) -> np.ndarray:
+def _initial_layout(pool: Pool, fusion: Fusion | None) -> np.ndarray:
     """float32 ``(n, 2)``: the first two principal components of the pool's vectors, each space's columns
-    standardised and divided by the square root of its width (so that each space weighs alike), scaled as t-SNE's
-    own PCA start (standard deviation 1e-4 along the first)."""
+    standardised and scaled by the square root of its fusion weight over its width (so that each space weighs as
+    the fusion weighs it, whatever its width), scaled as t-SNE's own PCA start (standard deviation 1e-4 along the
+    first)."""
     from sklearn.decomposition import PCA  # with TSNE: the map extra
 
+    weights = fusion.weights if fusion is not None and fusion.method != "concat" else {}
     blocks = []
-    for matrix in pool.matrices.values():
+    for space, matrix in pool.matrices.items():
         spread = matrix.std(axis=0)
-        blocks.append((matrix - matrix.mean(axis=0)) / np.where(spread > 0, spread, 1.0) / np.sqrt(matrix.shape[1]))
+        scale = np.sqrt(weights.get(space, 1.0) / matrix.shape[1])
+        blocks.append((matrix - matrix.mean(axis=0)) / np.where(spread > 0, spread, 1.0) * scale)
     found = PCA(n_components=2, svd_solver="randomized", random_state=SEED).fit_transform(np.hstack(blocks))
     scale = found[:, 0].std()
     if not scale > 0:  # identical vectors: any start is as good; t-SNE's own random one, seeded

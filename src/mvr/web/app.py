@@ -9,12 +9,14 @@ The network edge is guarded because a URL query makes the server fetch what the 
 loopback, private or link-local address unless the operator allows them (:mod:`mvr.ingest.policy`), size and time
 limits on downloads and uploads, and media served only from inside the catalog folder. Every error is JSON
 ``{"detail": "<one line>"}`` naming the item and the reason. The service adds no videos: ``mvr index``
-builds the catalog, offline; it writes only a search index under ``CATALOG/index/`` when none is saved yet.
+builds the catalog, offline; it writes only a search index under ``CATALOG/index/`` when none is saved yet, and
+a map's layout under ``CATALOG/map/`` when the first ``GET /api/map`` of the catalog's state computes it.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,6 +36,7 @@ from mvr.errors import MvrError, UnknownVideoError, UsageError
 from mvr.evaluation.report import RESULTS_FILE
 from mvr.index.base import METRICS
 from mvr.ingest.policy import AddressRefused, BadURL, check_url
+from mvr.retrieval.collection_map import collection_map
 from mvr.retrieval.discovery import Walk, build_mix, build_path
 from mvr.retrieval.query import fusion_for, spaces_of
 from mvr.retrieval.search import SearcherCache
@@ -47,8 +50,10 @@ from mvr.web.models import (
     MAX_VIDEO_ID,
     ErrorOut,
     EvaluationOut,
+    MapOut,
     MixOut,
     MixRequest,
+    Modality,
     PathOut,
     PathRequest,
     PathStepOut,
@@ -257,6 +262,27 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except ValueError as exc:  # bad JSON, or JSON of another shape (ValidationError is a ValueError)
             reason = _one_line(exc) if isinstance(exc, ValidationError) else str(exc)
             raise HTTPException(500, f"{RESULTS_FILE}: not the format mvr evaluate writes ({reason})") from None
+
+    map_lock = threading.Lock()
+
+    @app.get("/api/map", response_model=MapOut, responses=_ERRORS, tags=["catalog"])
+    def collection_map_of(
+        space: Modality = Query("audio", description="whose distances place the videos: a feature space, or fused"),
+    ) -> MapOut:
+        """The collection's videos placed in 2-D by one search target's distances (t-SNE), coloured by label on the
+        page. The first request of a catalog's state computes the layout (seconds; a minute or more at 10k videos)
+        and keeps it under ``CATALOG/map/``; the next ones read it."""
+        catalog = catalogs.get()
+        held = catalog_targets(catalog)
+        if space not in held:
+            raise HTTPException(404, f"map: this catalog has no {space} search (it has: {', '.join(held) or 'none'})")
+        # One layout computed at a time: a second request for it waits, then reads what the first saved.
+        with map_lock:
+            try:
+                found = collection_map(catalog, space, searchers=searchers)
+            except MvrError as exc:
+                raise HTTPException(422, " ".join(str(exc).splitlines())) from None
+        return MapOut.model_validate(found.to_dict())
 
     @app.post("/api/mix", response_model=MixOut, responses=_ERRORS, openapi_extra=_json_body(MixRequest),
               tags=["discovery"])

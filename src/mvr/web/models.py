@@ -272,6 +272,38 @@ class EvaluationOut(BaseModel):
     results: list[EvaluationRow]
 
 
+class MapPointOut(BaseModel):
+    """One video on the collection's map."""
+
+    id: int
+    title: str
+    label: str | None
+    x: float
+    y: float
+
+
+class MapMethodOut(BaseModel):
+    """How the map's points were placed (``mvr.retrieval.collection_map``)."""
+
+    name: str = Field(description="the layout method: tsne")
+    library: str = Field(description="the library and its version")
+    perplexity: float
+    neighbours: int = Field(description="neighbours per video in the graph the layout reads")
+    iterations: int
+    seed: int
+
+
+class MapOut(BaseModel):
+    """The collection's 2-D map in one search target (the JSON of ``mvr map --json``); only distances between
+    points mean anything."""
+
+    space: Modality
+    metric: Metric
+    method: MapMethodOut
+    fusion: FusionOut | None = None
+    points: list[MapPointOut] = Field(description="every video that has the target's spaces, in id order")
+
+
 class ErrorOut(BaseModel):
     """Every error: one line naming the item and the reason."""
 
