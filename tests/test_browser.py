@@ -403,6 +403,33 @@ def test_mix_from_here_plays_the_queue_one_video_after_another(page, server_url:
     assert page.text_content("#mix-heading").startswith(f"Mix from {cards[1]['title']}")
 
 
+def test_the_map_draws_every_video_shows_its_title_and_opens_its_search(page, server_url: str,
+                                                                         artifacts: Path) -> None:
+    videos = {video["id"]: video for video in catalog_videos(server_url)}
+    page.click("nav a[data-page=map]")
+    page.wait_for_function(f"document.querySelectorAll('#map-points .map-point').length === {len(videos)}")
+    page.click("#map-space button[data-modality=visual]")
+    page.wait_for_function("document.querySelector('#map-points').dataset.space === 'visual'"
+                           f" && document.querySelectorAll('#map-points .map-point').length === {len(videos)}")
+    assert "#/map?space=visual" in page.url
+    marks = page.eval_on_selector_all("#map-points .map-point", "dots => dots.map(dot => Number(dot.dataset.videoId))")
+    assert sorted(marks) == sorted(videos)
+    legend = page.text_content("#map-legend")
+    assert all(video["label"] in legend for video in videos.values())
+    chosen = videos[marks[0]]
+    page.hover(f"#map-points .map-point[data-video-id='{chosen['id']}']")
+    page.wait_for_selector("#map-tip:not([hidden])")
+    page.wait_for_function("(() => { const i = document.querySelector('#map-tip img');"
+                           " return i.complete && i.naturalWidth > 0; })()")
+    assert page.text_content("#map-tip .map-tip-title") == chosen["title"]
+    save_screenshot(page, artifacts / "map.png")
+    page.click(f"#map-points .map-point[data-video-id='{chosen['id']}']")
+    cards = wait_for_results(page)
+    assert f"video={chosen['id']}" in page.url and "modality=visual" in page.url
+    assert page.is_visible("#page-search") and page.text_content("#query-title") == chosen["title"]
+    assert chosen["id"] not in [card["id"] for card in cards]
+
+
 def test_a_new_query_cancels_the_previous_one(page, served_release, server_url: str) -> None:
     base, release = served_release
     requests: list[str] = []
@@ -450,7 +477,7 @@ def test_a_new_query_cancels_the_previous_one(page, served_release, server_url: 
         release.clear()
 
 
-@pytest.mark.parametrize("where", ["search", "results and mix", "collection", "evaluation"])
+@pytest.mark.parametrize("where", ["search", "results and mix", "collection", "evaluation", "map"])
 def test_a_narrow_screen_never_scrolls_sideways(browser, server_url: str, artifacts: Path, where: str) -> None:
     with open_page(browser, server_url, width=390, height=844) as narrow:
         if where == "results and mix":
@@ -464,6 +491,8 @@ def test_a_narrow_screen_never_scrolls_sideways(browser, server_url: str, artifa
             narrow.wait_for_selector(f"#page-{where}:not([hidden])")
             if where == "collection":
                 narrow.wait_for_selector("#collection-grid .collection-card")
+            if where == "map":
+                narrow.wait_for_selector("#map-points .map-point")
         else:
             narrow.click("details.advanced summary")
         width = narrow.evaluate("document.documentElement.scrollWidth")

@@ -73,12 +73,16 @@ function element(tag, className, text) {
   return node;
 }
 
-// A stable colour per label, so that the same label looks the same on every page.
-function labelChip(label) {
-  const chip = element("span", label ? "chip label" : "chip label plain", label || "unlabelled");
+// A stable colour per label, so that the same label looks the same on every page (and on the map).
+function labelHue(label) {
   let hash = 0;
   for (const char of label || "") hash = (hash * 31 + char.codePointAt(0)) % 360;
-  chip.style.setProperty("--hue", String(hash));
+  return hash;
+}
+
+function labelChip(label) {
+  const chip = element("span", label ? "chip label" : "chip label plain", label || "unlabelled");
+  chip.style.setProperty("--hue", String(labelHue(label)));
   return chip;
 }
 
@@ -186,7 +190,7 @@ function parseHash() {
 
 function route() {
   const { page, params } = parseHash();
-  const known = ["search", "collection", "evaluation"].includes(page) ? page : "search";
+  const known = ["search", "collection", "evaluation", "map"].includes(page) ? page : "search";
   for (const section of document.querySelectorAll(".page")) section.hidden = section.id !== `page-${known}`;
   for (const link of document.querySelectorAll("nav a[data-page]")) {
     link.classList.toggle("active", link.dataset.page === known);
@@ -194,6 +198,7 @@ function route() {
   if (known === "search") openLinkedQuery(params);
   if (known === "collection") loadCollection();
   if (known === "evaluation") loadEvaluation();
+  if (known === "map") loadMap(params);  // map.js
 }
 
 // search --------------------------------------------------------------------------------------------------------
