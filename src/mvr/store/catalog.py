@@ -7,6 +7,8 @@ Layout of a catalog folder::
     DIR/tmp/                downloads in flight
     DIR/index/<space>-<metric>/   a saved FAISS index of one space's vectors (mvr.index.faiss), with the
                                   generation and extractor it was built from
+    DIR/map/<target>.json         a saved 2-D layout of the collection (mvr.retrieval.collection_map), with what
+                                  it was computed from
 
 Each video is written in one transaction, after its media file is in place, so a crash loses at most the item in
 flight: an orphan media file may remain (it is reused when the same content comes again), a half-written row never.
@@ -438,11 +440,12 @@ def _check_is_catalog(database: Path) -> None:
 def sweep_leftovers(root: Path) -> list[Path]:
     """Remove what processes that died left in a catalog folder; return what was removed.
 
-    Media copies in flight are named ``.<file>.<pid>.part``, downloads and uploads ``tmp/<kind>-<pid>-*``: each is
+    Media copies and map layouts in flight are named ``.<file>.<pid>.part``, downloads and uploads ``tmp/<kind>-<pid>-*``: each is
     removed once its process is gone, never while it runs.
     """
     removed = []
-    candidates = [*root.glob("media/*/.*.part"), *root.glob("tmp/download-*"), *root.glob("tmp/upload-*")]
+    candidates = [*root.glob("media/*/.*.part"), *root.glob("map/.*.part"), *root.glob("tmp/download-*"),
+                  *root.glob("tmp/upload-*")]
     for path in candidates:
         pid = _owner(path.name)
         if pid is None or _alive(pid):
