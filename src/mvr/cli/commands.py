@@ -305,8 +305,9 @@ def run_map(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found.to_dict(), indent=2))
         return 0
-    print(f"{found.target} map of {len(found.points)} videos ({_measure(found.fusion, found.metric, found.weights_from)};"
-          f" {found.method['name']}, {found.method['library']})")
+    measure = _measure(found.fusion, found.metric, found.weights_from)
+    print(f"{found.target} map of {len(found.points)} videos ({measure}; {found.method['name']},"
+          f" {found.method['library']})")
     _print_table(("id", "title", "label", "x", "y"),
                  [(str(p.video.id), p.video.title, p.video.label or "", f"{p.x:.3f}", f"{p.y:.3f}")
                   for p in found.points])

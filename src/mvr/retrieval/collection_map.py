@@ -16,8 +16,8 @@ How a layout is made (:func:`compute_layout`):
    row are treated alike.
 3. The layout. scikit-learn's Barnes-Hut t-SNE (van der Maaten, 2014) on that neighbour graph, started from the
    first two principal components of the videos' vectors (each space's columns standardised, each space weighing
-   as the fusion weighs it), which keeps the map's large-scale arrangement stable from one computation to the next (Kobak and
-   Berens, 2019), with a fixed seed: the same catalog gives the same map.
+   as the fusion weighs it), which keeps the map's large-scale arrangement stable from one computation to the
+   next (Kobak and Berens, 2019), with a fixed seed and one thread: the same catalog gives the same map.
 
 scikit-learn is the ``map`` extra, imported only when a layout is computed. umap-learn was measured beside it and
 left out: it pulls in numba and llvmlite (210 MB more), compiles for tens of seconds on its first call in every
@@ -264,8 +264,9 @@ def compute_layout(plan: SearchPlan) -> np.ndarray:
         return np.column_stack([np.linspace(-1.0, 1.0, count) if count > 1 else np.zeros(count), np.zeros(count)])
     perplexity = min(PERPLEXITY, (count - 1) / 3)
     graph = neighbour_graph(plan, min(count - 1, int(3 * perplexity + 1)))
-    tsne = TSNE(n_components=2, perplexity=perplexity, metric="precomputed", init=_initial_layout(plan.pool, plan.fusion),
-                learning_rate="auto", max_iter=ITERATIONS, random_state=SEED, method="barnes_hut")
+    tsne = TSNE(n_components=2, perplexity=perplexity, metric="precomputed",
+                init=_initial_layout(plan.pool, plan.fusion), learning_rate="auto", max_iter=ITERATIONS,
+                random_state=SEED, method="barnes_hut")
     # One thread: the same layout on any machine, and on a busy one, OpenMP's waiting threads made a 200-video
     # layout take 100 s instead of 3.
     with threadpool_limits(1):

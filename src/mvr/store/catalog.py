@@ -440,8 +440,8 @@ def _check_is_catalog(database: Path) -> None:
 def sweep_leftovers(root: Path) -> list[Path]:
     """Remove what processes that died left in a catalog folder; return what was removed.
 
-    Media copies and map layouts in flight are named ``.<file>.<pid>.part``, downloads and uploads ``tmp/<kind>-<pid>-*``: each is
-    removed once its process is gone, never while it runs.
+    Media copies and map layouts in flight are named ``.<file>.<pid>.part``, downloads and uploads
+    ``tmp/<kind>-<pid>-*``: each is removed once its process is gone, never while it runs.
     """
     removed = []
     candidates = [*root.glob("media/*/.*.part"), *root.glob("map/.*.part"), *root.glob("tmp/download-*"),
