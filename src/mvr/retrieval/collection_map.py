@@ -20,9 +20,8 @@ How a layout is made (:func:`compute_layout`):
    next (Kobak and Berens, 2019), with a fixed seed and one thread: the same catalog gives the same map.
 
 scikit-learn is the ``map`` extra, imported only when a layout is computed. umap-learn was measured beside it and
-left out: it pulls in numba and llvmlite (210 MB more), compiles for tens of seconds on its first call in every
-process, and is deterministic only single-threaded (``docs/architecture.md`` and ``docs/dashboard.md`` give the
-numbers).
+left out: it pulls in numba and llvmlite (210 MB more), compiles for seconds on its first call in every process,
+and is deterministic only single-threaded (``docs/dashboard.md``, "Map", gives the numbers).
 
 A layout is kept in ``CATALOG/map/<target>.json`` with what it was computed from (:func:`layout_key`: the
 catalog's generation, the spaces' extractors, the metric and fusion, the method, its parameters and scikit-learn's
