@@ -44,20 +44,21 @@ async function api(path, { body, signal } = {}) {
 
 const superseded = () => new DOMException("a newer query took over", "AbortError");
 
-// XMLHttpRequest rather than fetch: it reports upload progress, which matters for large files.
-function postQuery(body, onUpload, signal) {
+// XMLHttpRequest rather than fetch: it reports upload progress, which matters for large files. ``path`` and ``item``
+// let indexing.js post a video to add the same way.
+function postQuery(body, onUpload, signal, path = "/api/queries", item = "query") {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
-    request.open("POST", "/api/queries");
+    request.open("POST", path);
     request.responseType = "json";
     if (!(body instanceof FormData)) request.setRequestHeader("Content-Type", "application/json");
     request.upload.onprogress = (event) => event.lengthComputable && onUpload(event.loaded / event.total);
     request.onload = () => {
       const reply = request.response || {};
       if (request.status === 202) resolve(reply);
-      else reject(new Error(reply.detail || `query: the server answered ${request.status}`));
+      else reject(new Error(reply.detail || `${item}: the server answered ${request.status}`));
     };
-    request.onerror = () => reject(new Error("query: the server cannot be reached"));
+    request.onerror = () => reject(new Error(`${item}: the server cannot be reached`));
     request.onabort = () => reject(superseded());
     signal.addEventListener("abort", () => request.abort(), { once: true });
     request.send(body instanceof FormData ? body : JSON.stringify(body));
