@@ -753,6 +753,12 @@ function bar(row, kind) {
 
 // start ---------------------------------------------------------------------------------------------------------
 
+// The catalog's name and size in the top bar (again after indexing.js adds a video).
+function showCatalogInfo(info) {
+  const labels = info.labels.length;
+  $("#catalog-info").textContent = `${info.catalog} · ${info.videos} videos · ${labels} label${labels === 1 ? "" : "s"}`;
+}
+
 async function start() {
   try {
     state.info = await api("/api/info");
@@ -760,9 +766,7 @@ async function start() {
     showError($("#error"), error.message);
     return;
   }
-  const labels = state.info.labels.length;
-  $("#catalog-info").textContent =
-    `${state.info.catalog} · ${state.info.videos} videos · ${labels} label${labels === 1 ? "" : "s"}`;
+  showCatalogInfo(state.info);
   setUpSearch();
   setModality(state.info.modalities[0]);
   setUpCollection();
