@@ -17,20 +17,23 @@ import pytest
 from fastapi.testclient import TestClient
 from test_web import assert_one_line_error, held_out, local_client, media_server, wait_for, web_catalog
 
+from mvr.store import Catalog
 from mvr.web import ServiceSettings
 
 pytestmark = pytest.mark.slow
 
 
-def wait_for_index(client: TestClient, job_id: str, timeout_s: float = 180.0) -> dict:
+def wait_for_index(client: TestClient, job_id: str) -> dict:
     """Poll an index job until it is done or failed."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = client.get(f"/api/index-jobs/{job_id}").json()
-        if status["status"] in ("done", "failed"):
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"index job {job_id} still {status['status']} after {timeout_s} s")
+    return wait_for(client, job_id, timeout_s=180.0, route="/api/index-jobs")
+
+
+def wait_until_running(client: TestClient, job_id: str) -> None:
+    """Wait until the writer thread has started the index job."""
+    deadline = time.monotonic() + 10
+    while client.get(f"/api/index-jobs/{job_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline, f"index job {job_id} never started"
+        time.sleep(0.05)
 
 
 def catalog_state(folder: Path) -> tuple:
@@ -215,6 +218,18 @@ def test_another_site_cannot_add_videos_through_the_browser(indexing: TestClient
                                         headers={"Host": "evil.example"}), 403, "host evil.example")
 
 
+def test_the_catalog_keeps_one_writer(indexing: TestClient, catalog_dir: Path, music_videos) -> None:
+    new = held_out(music_videos)[0]
+    before = catalog_state(catalog_dir)
+    with Catalog.open(catalog_dir, create=False) as other, other.writing():  # as an `mvr index` beside the server
+        refused = wait_for_index(indexing, upload(indexing, new).json()["id"])
+    assert refused["status"] == "failed" and refused["video"] is None
+    assert refused["error"].startswith("catalog: another mvr is adding videos to this catalog"), refused["error"]
+    assert str(catalog_dir) not in refused["error"]  # the client knows the catalog by its name only
+    assert catalog_state(catalog_dir) == before
+    assert wait_for_index(indexing, upload(indexing, new).json()["id"])["status"] == "done"  # once it is done
+
+
 def test_one_writer_the_queue_limit_and_queries_meanwhile(catalog_dir: Path, served) -> None:
     base, release = served
     settings = ServiceSettings(catalog=catalog_dir, allow_indexing=True, allow_private_urls=True, workers=1,
@@ -222,10 +237,7 @@ def test_one_writer_the_queue_limit_and_queries_meanwhile(catalog_dir: Path, ser
     with local_client(settings) as busy:
         try:
             first = busy.post("/api/videos", json={"url": f"{base}/slow/a.mp4"}).json()["id"]
-            deadline = time.monotonic() + 10
-            while busy.get(f"/api/index-jobs/{first}").json()["status"] != "running":
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
+            wait_until_running(busy, first)
             # One writer: the second video waits for the first, while a query runs and ends beside them.
             second = busy.post("/api/videos", json={"url": f"{base}/slow/b.mp4"}).json()["id"]
             query = wait_for(busy, busy.post("/api/queries", json={"video_id": 1}).json()["id"])

@@ -169,6 +169,19 @@ function newCard() {
   return $("#card-template").content.firstElementChild.cloneNode(true);
 }
 
+// A URL box and a file drop that take turns: a file chosen or dropped is the source, until a URL is typed.
+function takeTurns({ url, drop, input, choose, chosen }) {
+  input.onchange = (event) => choose(event.target.files[0]);
+  url.oninput = () => { if (url.value && chosen()) choose(null); };
+  drop.ondragover = (event) => { event.preventDefault(); drop.classList.add("dragging"); };
+  drop.ondragleave = () => drop.classList.remove("dragging");
+  drop.ondrop = (event) => {
+    event.preventDefault();
+    drop.classList.remove("dragging");
+    choose(event.dataTransfer.files[0]);
+  };
+}
+
 function showError(node, message) {
   node.textContent = message;
   node.hidden = !message;
@@ -504,16 +517,7 @@ function setUpSearch() {
     button.dataset.modality = modality;
     return button;
   }));
-  $("#file").onchange = (event) => chooseFile(event.target.files[0]);
-  $("#url").oninput = () => { if ($("#url").value && state.file) chooseFile(null); };
-  const drop = $("#drop");
-  drop.ondragover = (event) => { event.preventDefault(); drop.classList.add("dragging"); };
-  drop.ondragleave = () => drop.classList.remove("dragging");
-  drop.ondrop = (event) => {
-    event.preventDefault();
-    drop.classList.remove("dragging");
-    chooseFile(event.dataTransfer.files[0]);
-  };
+  takeTurns({ url: $("#url"), drop: $("#drop"), input: $("#file"), choose: chooseFile, chosen: () => state.file });
   $("#k").max = String(state.info.max_k);
   form.onsubmit = (event) => {
     event.preventDefault();

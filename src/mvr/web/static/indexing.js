@@ -1,6 +1,6 @@
 // mvr dashboard: adding a video to the collection (POST /api/videos), shown only when the server was started with
 // --allow-indexing. Loaded after app.js, whose helpers it uses (api, element, formatBytes, showError, postQuery,
-// loadCollection, showCatalogInfo, POLL_MS).
+// loadCollection, showCatalogInfo, takeTurns, POLL_MS).
 "use strict";
 
 const indexing = { file: null, maxUpload: 0 };
@@ -113,16 +113,8 @@ async function setUpIndexing() {
   for (const label of info.labels) offerLabel(label, [$("#index-labels")]);  // app.js fills the filter
   const form = $("#index-form");
   form.hidden = false;
-  $("#index-file").onchange = (event) => chooseIndexFile(event.target.files[0]);
-  $("#index-url").oninput = () => { if ($("#index-url").value && indexing.file) chooseIndexFile(null); };
-  const drop = $("#index-drop");
-  drop.ondragover = (event) => { event.preventDefault(); drop.classList.add("dragging"); };
-  drop.ondragleave = () => drop.classList.remove("dragging");
-  drop.ondrop = (event) => {
-    event.preventDefault();
-    drop.classList.remove("dragging");
-    chooseIndexFile(event.dataTransfer.files[0]);
-  };
+  takeTurns({ url: $("#index-url"), drop: $("#index-drop"), input: $("#index-file"), choose: chooseIndexFile,
+    chosen: () => indexing.file });
   form.onsubmit = (event) => {
     event.preventDefault();
     addVideo();
