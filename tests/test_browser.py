@@ -524,3 +524,7 @@ def test_add_a_file_to_the_collection_from_the_page(browser, page, indexing_serv
         adding.wait_for_selector("#index-error:has-text('notes.mp4: not a media file')")
         assert adding.is_hidden("#index-progress")
     assert len(catalog_videos(indexing_server_url)) == 7
+    with open_page(browser, f"{indexing_server_url}/#/collection", width=390, height=844) as narrow:
+        narrow.wait_for_selector("#index-form:not([hidden])")
+        save_screenshot(narrow, artifacts / "narrow-add-a-video.png")
+        assert narrow.evaluate("document.documentElement.scrollWidth") <= 390  # the form reflows too
