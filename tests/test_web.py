@@ -479,7 +479,7 @@ def test_evaluation_results(spare_catalog: Path) -> None:
 def test_page_and_api_docs_need_no_internet(client) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
-    for asset in ("/static/app.js", "/static/app.css", "/static/favicon.svg"):
+    for asset in ("/static/app.js", "/static/indexing.js", "/static/app.css", "/static/favicon.svg"):
         assert client.get(asset).status_code == 200
     docs = client.get("/docs")
     assert docs.status_code == 200 and "cdn" not in docs.text
