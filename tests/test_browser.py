@@ -498,3 +498,62 @@ def test_a_narrow_screen_never_scrolls_sideways(browser, server_url: str, artifa
         width = narrow.evaluate("document.documentElement.scrollWidth")
         save_screenshot(narrow, artifacts / f"narrow-{where.replace(' ', '-')}.png")
         assert width <= 390, f"{where}: the page is {width} px wide on a 390 px screen"
+
+
+# adding videos (mvr serve --allow-indexing) ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def indexing_server_url(catalog_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server started with ``--allow-indexing``, over a copy of the web catalog that it may add videos to."""
+    copy = tmp_path_factory.mktemp("indexing") / "catalog"
+    shutil.copytree(catalog_dir, copy, ignore=shutil.ignore_patterns("tmp", ".ready"))
+    with uvicorn_server(create_app(ServiceSettings(catalog=copy, allow_indexing=True))) as url:
+        yield url
+
+
+def test_add_a_file_to_the_collection_from_the_page(browser, page, indexing_server_url: str, music_videos,
+                                                    artifacts: Path) -> None:
+    # Without the flag the page offers no way to add videos.
+    page.click("nav a[data-page=collection]")
+    page.wait_for_selector("body[data-indexing=off]")
+    assert page.is_hidden("#index-form")
+    new = held_out(music_videos)[0]
+    with open_page(browser, f"{indexing_server_url}/#/collection") as adding:
+        adding.wait_for_selector("body[data-indexing=allowed]")
+        adding.wait_for_function("document.querySelectorAll('#collection-grid .collection-card').length === 6")
+        assert adding.is_visible("#index-form")
+        adding.set_input_files("#index-file", str(new))
+        assert adding.text_content("#index-drop-text").startswith(new.name)
+        adding.fill("#index-label", "newcomers")
+        adding.fill("#index-title", "Added from the page")
+        adding.click("#index-go")
+        adding.wait_for_selector("#index-form[data-state=running]")
+        adding.wait_for_selector("#index-progress:has-text('Added #7 Added from the page')", timeout=RESULTS_TIMEOUT_MS)
+        adding.wait_for_function("document.querySelectorAll('#collection-grid .collection-card').length === 7")
+        card = "#collection-grid .collection-card[data-video-id='7']"
+        assert adding.text_content(f"{card} .title") == "Added from the page"
+        assert adding.text_content(f"{card} .label") == "newcomers"
+        adding.wait_for_function(f"document.querySelector(\"{card} img.thumb\")?.naturalWidth > 0")
+        assert adding.is_hidden("#index-error") and adding.input_value("#index-label") == ""
+        labels = adding.eval_on_selector_all("#label-filter option", "options => options.map(o => o.value)")
+        assert "newcomers" in labels
+        adding.wait_for_selector("#catalog-info:has-text('7 videos · 3 labels')")
+        save_screenshot(adding, artifacts / "collection-added.png")
+        # The same file again: reported as the video the collection holds, nothing added.
+        adding.set_input_files("#index-file", str(new))
+        adding.click("#index-go")
+        adding.wait_for_selector("#index-progress:has-text('Already in the collection as #7')",
+                                 timeout=RESULTS_TIMEOUT_MS)
+        assert adding.eval_on_selector_all("#collection-grid .collection-card", "cards => cards.length") == 7
+        # A file that is not a video: its one-line error under the form.
+        adding.set_input_files("#index-file", {"name": "notes.mp4", "mimeType": "video/mp4",
+                                               "buffer": b"not a video\n"})
+        adding.click("#index-go")
+        adding.wait_for_selector("#index-error:has-text('notes.mp4: not a media file')")
+        assert adding.is_hidden("#index-progress")
+    assert len(catalog_videos(indexing_server_url)) == 7
+    with open_page(browser, f"{indexing_server_url}/#/collection", width=390, height=844) as narrow:
+        narrow.wait_for_selector("#index-form:not([hidden])")
+        save_screenshot(narrow, artifacts / "narrow-add-a-video.png")
+        assert narrow.evaluate("document.documentElement.scrollWidth") <= 390  # the form reflows too

@@ -121,15 +121,15 @@ def media_server(folder: Path) -> Iterator[tuple[str, threading.Event]]:
         server.server_close()
 
 
-def wait_for(client: TestClient, query_id: str, timeout_s: float = 90.0) -> dict:
-    """Poll a query until it is done or failed."""
+def wait_for(client: TestClient, query_id: str, timeout_s: float = 90.0, route: str = "/api/queries") -> dict:
+    """Poll a query (or, with ``route="/api/index-jobs"``, an index job) until it is done or failed."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = client.get(f"/api/queries/{query_id}").json()
+        status = client.get(f"{route}/{query_id}").json()
         if status["status"] in ("done", "failed"):
             return status
         time.sleep(0.1)
-    raise AssertionError(f"query {query_id} still {status['status']} after {timeout_s} s")
+    raise AssertionError(f"{route}/{query_id} still {status['status']} after {timeout_s} s")
 
 
 def assert_one_line_error(response, status: int, *words: str) -> None:
@@ -479,7 +479,7 @@ def test_evaluation_results(spare_catalog: Path) -> None:
 def test_page_and_api_docs_need_no_internet(client) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
-    for asset in ("/static/app.js", "/static/app.css", "/static/favicon.svg"):
+    for asset in ("/static/app.js", "/static/indexing.js", "/static/app.css", "/static/favicon.svg"):
         assert client.get(asset).status_code == 200
     docs = client.get("/docs")
     assert docs.status_code == 200 and "cdn" not in docs.text

@@ -377,7 +377,8 @@ def run_serve(args: argparse.Namespace) -> int:
     limit = args.max_upload_mb * MIB
     serve(ServiceSettings(catalog=args.catalog, allow_private_urls=args.allow_private_urls, workers=args.workers,
                           queue_limit=args.queue_limit, max_upload_bytes=limit, max_download_bytes=limit,
-                          runtime=args.runtime, allowed_hosts=tuple(args.allowed_host or ())),
+                          runtime=args.runtime, allowed_hosts=tuple(args.allowed_host or ()),
+                          allow_indexing=args.allow_indexing),
           host=args.host, port=args.port)
     return 0
 

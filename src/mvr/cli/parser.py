@@ -149,6 +149,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
                             " for a deliberate public deployment")
     serve.add_argument("--allow-private-urls", action="store_true",
                        help="let URL queries fetch from loopback, private and link-local addresses")
+    serve.add_argument("--allow-indexing", action="store_true",
+                       help="let the page and POST /api/videos add videos (uploads or URLs, under the query limits)"
+                            " to the catalog; without it the server only reads the catalog")
     serve.add_argument("--workers", type=_positive_int, default=2, help="queries processed at once")
     serve.add_argument("--queue-limit", type=_positive_int, default=8,
                        help="queries that may wait for a worker before the server answers 503")

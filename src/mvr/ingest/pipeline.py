@@ -42,7 +42,7 @@ class IndexReport:
 
 def index_sources(
     catalog: Catalog,
-    sources: Iterable[str],
+    sources: Iterable[str | SourceItem],
     *,
     label: str | None = None,
     options: Mapping[str, SpaceOptions] | None = None,
@@ -61,8 +61,8 @@ def index_sources(
     ----------
     catalog : Catalog
         Where the media and vectors go.
-    sources : iterable of str
-        Files, folders, http(s) URLs, CSV or JSON manifests.
+    sources : iterable of str or SourceItem
+        Files, folders, http(s) URLs, CSV or JSON manifests; or items with their own metadata (taken as they are).
     label : str, optional
         Label for items that have none from a manifest.
     options : mapping, optional
@@ -228,7 +228,7 @@ class _Batch:
         """Take a finished task's result: fail the item, or start its extraction, or mark it ready to commit."""
         job.running = None
         if isinstance(result, Failed):
-            job.outcome = Outcome(job.item.source, "failed", result.reason)
+            job.outcome = Outcome(job.item.catalog_source, "failed", result.reason)
             self._clean(job)
         elif isinstance(result, Extracted):
             job.extracted = result
@@ -248,7 +248,7 @@ class _Batch:
         An item with the same content as an earlier one of the batch shares that one's fate: an alias of it, or
         its failure (the same file would fail the same way).
         """
-        resolved, source = job.resolved, job.item.source
+        resolved, source = job.resolved, job.item.catalog_source
         if job.same_as is not None and job.same_as.outcome.status == "failed":
             self._clean(job)
             return Outcome(source, "failed", job.same_as.outcome.reason)

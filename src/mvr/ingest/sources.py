@@ -27,12 +27,22 @@ MANIFEST_COLUMNS = ("source", "label", "group", "title")
 
 @dataclass(frozen=True)
 class SourceItem:
-    """One thing to index: a path or URL, with the metadata a manifest or the command line gave it."""
+    """One thing to index: a path or URL, with the metadata a manifest or the command line gave it.
+
+    ``recorded_source`` is what the catalog records as the video's source when that is not where the media is read
+    from (an upload the web service received: its client's file name, not its temporary path).
+    """
 
     source: str
     label: str | None = None
     group: str | None = None
     title: str | None = None
+    recorded_source: str | None = None
+
+    @property
+    def catalog_source(self) -> str:
+        """The source the catalog records and the outcome names."""
+        return self.recorded_source or self.source
 
 
 @dataclass(frozen=True)
@@ -45,14 +55,18 @@ class Outcome:
     video: Video | None = None
 
 
-def expand_sources(sources: Iterable[str], label: str | None = None) -> Iterator[SourceItem | Outcome]:
+def expand_sources(sources: Iterable[str | SourceItem], label: str | None = None) -> Iterator[SourceItem | Outcome]:
     """Expand command-line sources into items; a source that cannot be expanded yields a failed Outcome.
 
-    A folder gives its media files (recursively, sorted); a ``.csv`` file is a manifest with a header naming some
+    A :class:`SourceItem` is one item already (the web service's, with its own label and title), taken as it is; a
+    folder gives its media files (recursively, sorted); a ``.csv`` file is a manifest with a header naming some
     of ``source,label,group,title`` (paths relative to the manifest); a ``.json`` file is the study's
     ``{"Genre": [url, ...]}`` format; anything else is one item. ``label`` applies to items with no label.
     """
     for source in sources:
+        if isinstance(source, SourceItem):
+            yield source
+            continue
         if media.is_url(source):
             yield SourceItem(source, label=label)
             continue

@@ -8,16 +8,19 @@ queue limit the service answers 503 rather than piling up work. A mix (``POST /a
 The network edge is guarded because a URL query makes the server fetch what the client names: only http(s), no
 loopback, private or link-local address unless the operator allows them (:mod:`mvr.ingest.policy`), size and time
 limits on downloads and uploads, and media served only from inside the catalog folder. Every error is JSON
-``{"detail": "<one line>"}`` naming the item and the reason. The service adds no videos: ``mvr index``
-builds the catalog, offline; it writes only a search index under ``CATALOG/index/`` when none is saved yet, and
-a map's layout under ``CATALOG/map/`` when the first ``GET /api/map`` of the catalog's state computes it.
+``{"detail": "<one line>"}`` naming the item and the reason. By default the service adds no videos: ``mvr index``
+builds the catalog, offline, and the service writes only a search index under ``CATALOG/index/`` when none is saved
+yet, and a map's layout under ``CATALOG/map/`` when the first ``GET /api/map`` of the catalog's state computes it.
+Started with ``allow_indexing`` (``mvr serve --allow-indexing``), it also adds an uploaded file or a URL
+(``POST /api/videos``, followed at ``GET /api/index-jobs/{id}``) with the library's indexing, under the same
+limits, address policy and queue as a query, one video at a time on one writer thread.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -44,12 +47,16 @@ from mvr.retrieval.targets import FUSED, default_metrics, search_targets
 from mvr.retrieval.tuning import parse_weights
 from mvr.store import Catalog, Video
 from mvr.store.catalog import sweep_leftovers
-from mvr.web.jobs import QueryJob, QueryRunner, ThreadCatalogs
+from mvr.web.jobs import IndexJob, QueryJob, QueryRunner, QueueSlot, ThreadCatalogs
 from mvr.web.models import (
     MAX_K,
     MAX_VIDEO_ID,
     ErrorOut,
     EvaluationOut,
+    IndexAccepted,
+    IndexOptions,
+    IndexRequest,
+    IndexStatus,
     MapOut,
     MixOut,
     MixRequest,
@@ -73,6 +80,7 @@ from mvr.web.uploads import megabytes, receive_upload
 
 STATIC_DIR = Path(__file__).with_name("static")
 Asked = TypeVar("Asked", bound=BaseModel)
+Made = TypeVar("Made", QueryJob, IndexJob)
 # Room for the multipart boundaries and the small form fields around an upload's bytes.
 FORM_OVERHEAD_BYTES = 64 * 1024
 # A JSON query is a few fields; anything much larger is not one.
@@ -86,9 +94,10 @@ def _one_line(error: ValidationError | RequestValidationError) -> str:
     return f"{where or 'request'}: {first.get('msg', 'invalid')}"
 
 
-def _upload_schema() -> dict:
-    """The multipart form of ``POST /api/queries``, for the OpenAPI document."""
-    schema = QueryOptions.model_json_schema()
+def _upload_schema(options: type[BaseModel] = QueryOptions) -> dict:
+    """The multipart form of ``POST /api/queries`` (or, with ``options=IndexOptions``, ``POST /api/videos``), for
+    the OpenAPI document."""
+    schema = options.model_json_schema()
     schema["properties"] = {"file": {"type": "string", "format": "binary", "description": "a video or audio file"},
                             **schema["properties"]}
     schema["required"] = ["file"]
@@ -101,6 +110,15 @@ _QUERY_BODY = {
         "content": {
             "application/json": {"schema": QueryRequest.model_json_schema()},
             "multipart/form-data": {"schema": _upload_schema()},
+        },
+    }
+}
+_INDEX_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": IndexRequest.model_json_schema()},
+            "multipart/form-data": {"schema": _upload_schema(IndexOptions)},
         },
     }
 }
@@ -148,6 +166,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             version=__version__, catalog=catalog.root.name, videos=len(catalog), labels=catalog.labels(),
             modalities=catalog_targets(catalog), metrics=list(METRICS),
             default_metrics=default_metrics(), max_k=MAX_K, max_upload_bytes=settings.max_upload_bytes,
+            allow_indexing=settings.allow_indexing,
         )
 
     @app.post("/api/queries", status_code=202, response_model=QueryAccepted, responses=_ERRORS,
@@ -155,20 +174,18 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def create_query(request: Request) -> QueryAccepted:
         """Start a query: JSON ``{"url" or "video_id", "modality", "metric", "k"}``, or a multipart upload
         (``file`` plus the same options as form fields). Follow it at ``GET /api/queries/{id}``."""
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
-            make_job = _upload_job
-        elif content_type.startswith("application/json"):
-            make_job = _json_job
-        else:
-            raise HTTPException(
-                415, f"request: send JSON or a multipart/form-data upload, not '{content_type or 'nothing'}'")
+        job = await _queued(request, _upload_job if _is_upload(request, "request") else _json_job, runner.submit)
+        return QueryAccepted(id=job.id, status="queued", poll=f"/api/queries/{job.id}")
+
+    async def _queued(request: Request, make_job: Callable[[Request], Awaitable[Made]],
+                      submit: Callable[[Made, QueueSlot], None]) -> Made:
+        """The request's job, made and submitted in a place of the queue."""
         # The place in the queue is taken before the body is read: a burst of uploads past the queue limit is
         # refused at once instead of being received, stored and probed first.
         with runner.reservation() as slot:
             job = await make_job(request)
-            runner.submit(job, slot)
-        return QueryAccepted(id=job.id, status="queued", poll=f"/api/queries/{job.id}")
+            submit(job, slot)
+        return job
 
     async def _json_job(request: Request) -> QueryJob:
         _check_length(request, MAX_JSON_BYTES, "query")
@@ -178,13 +195,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise HTTPException(422, _one_line(exc)) from None
         search = _search_options(asked)
         if asked.url is not None:
-            url = asked.url.strip()
-            try:
-                await run_in_threadpool(check_url, url, settings.policy)
-            except BadURL as exc:
-                raise HTTPException(400, str(exc)) from None
-            except AddressRefused as exc:
-                raise HTTPException(403, str(exc)) from None
+            url = await _checked_url(asked.url)
             return QueryJob(source=url, url=url, cache_key=f"url:{url}", **search)
         video = await run_in_threadpool(_video_or_404, asked.video_id)
         return QueryJob(source=video.source, path=_media_path(video), cache_key=f"sha256:{video.content_hash}",
@@ -206,6 +217,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             raise
         return QueryJob(source=upload.filename, title=upload.path.stem, path=upload.path,
                         upload_dir=upload.path.parent, cache_key=f"sha256:{upload.content_hash}", **search)
+
+    async def _checked_url(url: str) -> str:
+        """The URL, stripped, once the address policy allows it (400 for a URL mvr cannot fetch, 403 refused)."""
+        url = url.strip()
+        try:
+            await run_in_threadpool(check_url, url, settings.policy)
+        except BadURL as exc:
+            raise HTTPException(400, str(exc)) from None
+        except AddressRefused as exc:
+            raise HTTPException(403, str(exc)) from None
+        return url
 
     @app.get("/api/queries/{query_id}", response_model=QueryStatus, responses=_ERRORS, tags=["queries"])
     def query_status(query_id: str) -> QueryStatus:
@@ -249,6 +271,46 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def media_file(video_id: Annotated[int, FastAPIPath(ge=1, le=MAX_VIDEO_ID)]) -> FileResponse:
         """The video's media file; answers HTTP range requests, so that a player can seek."""
         return FileResponse(_media_path(_video_or_404(video_id)))
+
+    # adding videos (--allow-indexing) ---------------------------------------------------------------------------
+
+    @app.post("/api/videos", status_code=202, response_model=IndexAccepted, responses=_ERRORS,
+              openapi_extra=_INDEX_BODY, tags=["catalog"])
+    async def add_video(request: Request) -> IndexAccepted:
+        """Add a video to the catalog, on a server started with ``--allow-indexing``: JSON ``{"url", "label",
+        "title"}``, or a multipart upload (``file``, and ``label`` and ``title`` as form fields). Follow it at
+        ``GET /api/index-jobs/{id}``; content the catalog already holds is reported, not added again."""
+        if not settings.allow_indexing:
+            raise HTTPException(403, "indexing: this server does not add videos (start it with mvr serve"
+                                     " --allow-indexing to allow it)")
+        job = await _queued(request, _upload_index_job if _is_upload(request, "video") else _json_index_job,
+                            runner.submit_index)
+        return IndexAccepted(id=job.id, status="queued", poll=f"/api/index-jobs/{job.id}")
+
+    async def _json_index_job(request: Request) -> IndexJob:
+        asked = await _read_json(request, IndexRequest, "video")
+        url = await _checked_url(asked.url)
+        return IndexJob(source=url, url=url, label=asked.label, title=asked.title)
+
+    async def _upload_index_job(request: Request) -> IndexJob:
+        _check_length(request, settings.max_upload_bytes + FORM_OVERHEAD_BYTES, "upload")
+        upload = await receive_upload(request, settings.catalog / "tmp", settings.max_upload_bytes)
+        try:
+            options = IndexOptions.model_validate(upload.fields)
+        except ValidationError as exc:
+            media.remove_temp_folder(upload.path.parent)
+            raise HTTPException(422, _one_line(exc)) from None
+        return IndexJob(source=upload.filename, path=upload.path, upload_dir=upload.path.parent,
+                        label=options.label, title=options.title)
+
+    @app.get("/api/index-jobs/{job_id}", response_model=IndexStatus, responses=_ERRORS, tags=["catalog"])
+    def index_job_status(job_id: str) -> IndexStatus:
+        """Where adding a video stands: its stage and progress; the catalog's video once done, its error once
+        failed."""
+        found = runner.index_status(job_id)
+        if found is None:
+            raise HTTPException(404, f"index job {job_id}: unknown (never made, or forgotten since)")
+        return found
 
     @app.get("/api/evaluation", response_model=EvaluationOut, responses=_ERRORS, tags=["catalog"])
     def evaluation() -> EvaluationOut:
@@ -386,6 +448,16 @@ def _steps_out(found: Walk, model: type[StepOut]) -> list[StepOut]:
     return [model(**step.to_dict() | {"video": _video_out(step.video)}) for step in found.items]
 
 
+def _is_upload(request: Request, item: str) -> bool:
+    """Whether the request is a multipart upload (else it is JSON); 415 for any other body."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        return True
+    if content_type.startswith("application/json"):
+        return False
+    raise HTTPException(415, f"{item}: send JSON or a multipart/form-data upload, not '{content_type or 'nothing'}'")
+
+
 def _check_length(request: Request, limit: int, item: str) -> None:
     length = request.headers.get("content-length")
     if length is None or not length.isdigit():
@@ -395,8 +467,7 @@ def _check_length(request: Request, limit: int, item: str) -> None:
 
 
 def _video_out(video: Video) -> VideoOut:
-    return VideoOut(**video.to_dict(), thumbnail_url=f"/api/videos/{video.id}/thumbnail",
-                    media_url=f"/api/videos/{video.id}/media")
+    return VideoOut.of(video)
 
 
 def serve(settings: ServiceSettings, host: str = "127.0.0.1", port: int = 8000) -> None:

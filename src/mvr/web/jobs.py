@@ -1,4 +1,5 @@
-"""Query jobs: a bounded pool of worker threads runs them, and keeps their state for polling."""
+"""Jobs: queries on a bounded pool of worker threads, videos to add on one writer thread, their state kept for
+polling."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from mvr import media
 from mvr.errors import MediaError, MvrError
 from mvr.features import Extractor, build_extractors, space_names
 from mvr.index.exact import ExactSearcher
+from mvr.ingest.pipeline import index_sources
+from mvr.ingest.sources import SourceItem
 from mvr.retrieval.fusion import Fusion
 from mvr.retrieval.query import (
     QueryVectors,
@@ -28,8 +31,8 @@ from mvr.retrieval.query import (
     recommend_vectors,
 )
 from mvr.retrieval.search import SearcherCache
-from mvr.store import Catalog, catalog_options
-from mvr.web.models import QueryStatus
+from mvr.store import Catalog, Video, catalog_options
+from mvr.web.models import IndexStatus, QueryStatus, VideoOut
 from mvr.web.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -65,8 +68,34 @@ class ThreadCatalogs:
             self._opened.clear()
 
 
+@dataclass(kw_only=True)
+class Job:
+    """Where a job stands: its worker updates it, the API shows it. ``upload_dir`` is an upload's folder, removed
+    when the job ends."""
+
+    upload_dir: Path | None = None
+    id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    status: str = "queued"
+    stage: str = "waiting for a free worker"
+    progress: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    created: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Still waiting or running."""
+        return self.status in ("queued", "running")
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since it was made, until it finished."""
+        return round((self.finished or time.monotonic()) - self.created, 3)
+
+
 @dataclass
-class QueryJob:
+class QueryJob(Job):
     """One query and where it stands.
 
     ``source`` is what the client named (URL, uploaded file name, catalog video) and ``title`` the name to show
@@ -86,49 +115,64 @@ class QueryJob:
     title: str | None = None
     url: str | None = None
     path: Path | None = None
-    upload_dir: Path | None = None
-    id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
-    status: str = "queued"
-    stage: str = "waiting for a free worker"
-    progress: float = 0.0
     cached: bool = False
-    notes: list[str] = field(default_factory=list)
     result: dict | None = None
-    error: str | None = None
-    created: float = field(default_factory=time.monotonic)
-    finished: float | None = None
 
     def snapshot(self) -> QueryStatus:
         """The job as the API shows it."""
         return QueryStatus(
             id=self.id, status=self.status, stage=self.stage, progress=self.progress, source=self.source,
-            modality=self.modality, metric=self.metric, k=self.k, cached=self.cached,
-            elapsed_s=round((self.finished or time.monotonic()) - self.created, 3), notes=list(self.notes),
-            result=self.result, error=self.error,
+            modality=self.modality, metric=self.metric, k=self.k, cached=self.cached, elapsed_s=self.elapsed_s,
+            notes=list(self.notes), result=self.result, error=self.error,
         )
 
-    @property
-    def pending(self) -> bool:
-        """Still waiting or running."""
-        return self.status in ("queued", "running")
+
+@dataclass
+class IndexJob(Job):
+    """One video to add to the catalog, and where it stands.
+
+    ``source`` is what the client named: the URL, or the uploaded file's name, which the catalog records as the
+    video's source. ``url`` or ``path`` (the upload) is what to read; ``label`` and ``title`` are recorded with the
+    video (None: no label; the site's title or the file's name). Once done, ``video`` is the catalog's video, and
+    ``existing`` says it was there already.
+    """
+
+    source: str
+    url: str | None = None
+    path: Path | None = None
+    label: str | None = None
+    title: str | None = None
+    existing: bool = False
+    video: Video | None = None
+
+    def snapshot(self) -> IndexStatus:
+        """The job as the API shows it."""
+        return IndexStatus(
+            id=self.id, status=self.status, stage=self.stage, progress=self.progress, source=self.source,
+            label=self.label, title=self.title, elapsed_s=self.elapsed_s, existing=self.existing,
+            video=VideoOut.of(self.video) if self.video is not None else None, notes=list(self.notes),
+            error=self.error,
+        )
 
 
 class ServerBusy(HTTPException):
     """The queue is full."""
 
     def __init__(self, pending: int) -> None:
-        super().__init__(503, f"server busy: {pending} queries are already waiting or running; try again shortly")
+        super().__init__(503, f"server busy: {pending} queries or videos to add are already waiting or running; try"
+                              " again shortly")
 
 
 @dataclass
 class QueueSlot:
-    """A place in the query queue held by a request being read (see :meth:`QueryRunner.reservation`)."""
+    """A place in the queue held by a request being read (see :meth:`QueryRunner.reservation`)."""
 
     taken: bool = False
 
 
 class QueryRunner:
-    """Runs query jobs on a bounded pool of worker threads, and keeps their state for polling.
+    """Runs query jobs on a bounded pool of worker threads and index jobs on one writer thread, and keeps their
+    state for polling. Both kinds share one queue and its limit.
 
     Parameters
     ----------
@@ -146,8 +190,11 @@ class QueryRunner:
         self._searchers = searchers
         self._pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="mvr-query")
         self._lock = threading.Lock()
-        self._jobs: OrderedDict[str, QueryJob] = OrderedDict()
-        self._features: OrderedDict[tuple[str, tuple[str, ...]], QueryVectors] = OrderedDict()
+        # One thread adds videos, one at a time: the service is the catalog's single writer (mvr.ingest.pipeline),
+        # and the queries go on beside it, reading.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mvr-writer")
+        self._jobs: OrderedDict[str, QueryJob | IndexJob] = OrderedDict()
+        self._features: OrderedDict[tuple[str, tuple[str, ...], int], QueryVectors] = OrderedDict()
         # Built on the first query that extracts, with the catalog's options, and shared by the workers: each
         # extractor loads its model once.
         self._extractors: dict[str, Extractor] | None = None
@@ -163,7 +210,7 @@ class QueryRunner:
         Raises
         ------
         ServerBusy
-            When ``workers + queue_limit`` queries are already pending or being received.
+            When ``workers + queue_limit`` jobs (queries, videos to add) are already pending or being received.
         """
         with self._lock:
             pending = self._reserved + sum(job.pending for job in self._jobs.values())
@@ -180,6 +227,28 @@ class QueryRunner:
 
     def submit(self, job: QueryJob, slot: QueueSlot) -> None:
         """Queue ``job`` in the place ``slot`` holds (from :meth:`reservation`)."""
+        self._take(job, slot)
+        self._pool.submit(self._run, job)
+
+    def submit_index(self, job: IndexJob, slot: QueueSlot) -> None:
+        """Queue ``job`` for the writer thread, in the place ``slot`` holds (from :meth:`reservation`)."""
+        self._take(job, slot)
+        self._writer.submit(self._index, job)
+
+    def status(self, job_id: str) -> QueryStatus | None:
+        """The query's state, or None for an unknown (or long forgotten) id."""
+        return self._snapshot(job_id, QueryJob)
+
+    def index_status(self, job_id: str) -> IndexStatus | None:
+        """The index job's state, or None for an unknown (or long forgotten) id."""
+        return self._snapshot(job_id, IndexJob)
+
+    def shutdown(self) -> None:
+        """Drop the queued jobs and wait for the running ones."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._writer.shutdown(wait=True, cancel_futures=True)
+
+    def _take(self, job: QueryJob | IndexJob, slot: QueueSlot) -> None:
         with self._lock:
             if slot.taken:
                 raise ValueError("this queue slot already holds a job")
@@ -187,24 +256,18 @@ class QueryRunner:
             self._reserved -= 1
             self._jobs[job.id] = job
             self._forget_finished()
-        self._pool.submit(self._run, job)
 
-    def status(self, job_id: str) -> QueryStatus | None:
-        """The job's state, or None for an unknown (or long forgotten) id."""
+    def _snapshot(self, job_id: str, kind: type[QueryJob] | type[IndexJob]) -> QueryStatus | IndexStatus | None:
         with self._lock:
             job = self._jobs.get(job_id)
-            return job.snapshot() if job else None
-
-    def shutdown(self) -> None:
-        """Drop the queued jobs and wait for the running ones."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            return job.snapshot() if isinstance(job, kind) else None
 
     def _forget_finished(self) -> None:
         finished = [job_id for job_id, job in self._jobs.items() if not job.pending]
         for job_id in finished[: max(0, len(self._jobs) - self._settings.keep_queries)]:
             del self._jobs[job_id]
 
-    def _update(self, job: QueryJob, **changes: object) -> None:
+    def _update(self, job: Job, **changes: object) -> None:
         with self._lock:
             for name, value in changes.items():
                 setattr(job, name, value)
@@ -232,21 +295,52 @@ class QueryRunner:
             # The API always explains: its model has room for the explanations, and the page draws them.
             self._update(job, status="done", stage="done", progress=1.0, result=_with_groups(catalog, found),
                          notes=found.notes)
-        except MediaError as exc:
-            # The reason is about this query's source, whatever temporary path the extractor saw.
-            self._update(job, status="failed", stage="failed", error=f"{job.source}: {exc.reason}")
-        except MvrError as exc:
-            # A catalog error names the catalog's folder: the client knows the catalog by its name only.
-            root = self._catalogs.root
-            text = str(exc).replace(str(root.resolve()), root.name).replace(str(root), root.name)
-            self._update(job, status="failed", stage="failed", error=text)
         except Exception as exc:  # a worker must always settle its job, or the client would poll forever
-            logger.exception("query %s (%s) failed", job.id, job.source)
-            self._update(job, status="failed", stage="failed",
-                         error=f"{job.source}: internal error ({type(exc).__name__}: {exc})")
+            self._fail(job, exc)
         finally:
             media.remove_temp_folder(job.upload_dir)
             self._update(job, finished=time.monotonic())
+
+    def _index(self, job: IndexJob) -> None:
+        """Add the job's video with the library's indexing (one item), on the writer thread."""
+        try:
+            catalog = self._catalogs.get()
+            self._update(job, status="running", progress=0.1,
+                         stage="downloading and extracting features" if job.url else "extracting features")
+            item = SourceItem(job.url or str(job.path), label=job.label, title=job.title,
+                              recorded_source=None if job.url else job.source)
+            # The spaces the catalog holds (every one for a new catalog): all its videos keep the same spaces.
+            report = index_sources(catalog, [item], spaces=tuple(catalog.spaces()) or None, progress=False,
+                                   runtime=self._settings.runtime, policy=self._settings.policy)
+            outcome = report.outcomes[0]
+            if outcome.status == "failed":
+                # The reason is about the client's source, whatever temporary path the extractor saw.
+                reason = outcome.reason.replace(str(job.path), job.source) if job.path else outcome.reason
+                self._update(job, status="failed", stage="failed", error=f"{job.source}: {reason}")
+            else:
+                existing = outcome.status == "skipped"
+                self._update(job, status="done", stage="already in the catalog" if existing else "added",
+                             progress=1.0, existing=existing, video=outcome.video,
+                             notes=[outcome.reason] if outcome.reason and not existing else [])
+        except Exception as exc:  # as for a query: the job always settles
+            self._fail(job, exc)
+        finally:
+            media.remove_temp_folder(job.upload_dir)
+            self._update(job, finished=time.monotonic())
+
+    def _fail(self, job: QueryJob | IndexJob, exc: Exception) -> None:
+        """Settle a job that raised, with a one-line error for the client (called in the ``except`` block)."""
+        if isinstance(exc, MediaError):
+            # The reason is about this job's source, whatever temporary path the extractor saw.
+            error = f"{job.source}: {exc.reason}"
+        elif isinstance(exc, MvrError):
+            # A catalog error names the catalog's folder: the client knows the catalog by its name only.
+            root = self._catalogs.root
+            error = str(exc).replace(str(root.resolve()), root.name).replace(str(root), root.name)
+        else:
+            logger.exception("%s %s (%s) failed", type(job).__name__, job.id, job.source)
+            error = f"{job.source}: internal error ({type(exc).__name__}: {exc})"
+        self._update(job, status="failed", stage="failed", error=error)
 
     def _searchers_for(self, catalog: Catalog, spaces: tuple[str, ...], metric: str,
                        fusion: Fusion | None) -> SearcherCache | None:
@@ -258,7 +352,8 @@ class QueryRunner:
         return self._searchers
 
     def _query_features(self, catalog: Catalog, job: QueryJob, spaces: tuple[str, ...]) -> QueryVectors:
-        key = (job.cache_key, spaces)
+        # A video added since changes what a query of its content is (a catalog video, left out of its results).
+        key = (job.cache_key, spaces, catalog.generation())
         with self._lock:
             cached = self._features.get(key)
             if cached is not None:

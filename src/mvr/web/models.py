@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from mvr.index.base import METRICS
 from mvr.retrieval.targets import DEFAULT_MIX_LENGTH, DEFAULT_PATH_LENGTH, search_targets
+
+if TYPE_CHECKING:  # annotations only
+    from mvr.store import Video
 
 MAX_K = 50
 
@@ -177,6 +180,12 @@ class VideoOut(BaseModel):
     thumbnail_url: str
     media_url: str
 
+    @classmethod
+    def of(cls, video: Video) -> "VideoOut":
+        """A catalog video with the API's addresses of its thumbnail and media."""
+        return cls(**video.to_dict(), thumbnail_url=f"/api/videos/{video.id}/thumbnail",
+                   media_url=f"/api/videos/{video.id}/media")
+
 
 class StepOut(BaseModel):
     """One video of a mix or a path."""
@@ -243,6 +252,51 @@ class ServiceInfo(BaseModel):
     default_metrics: dict[str, str]
     max_k: int
     max_upload_bytes: int
+    allow_indexing: bool = Field(False, description="the server adds videos (POST /api/videos): it was started with"
+                                                    " --allow-indexing")
+
+
+class IndexOptions(BaseModel):
+    """What to record with a video added to the catalog; blank fields are left out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = Field(None, max_length=100, description="its label (genre, style); none by default")
+    title: str | None = Field(None, max_length=200, description="its title; by default the site's title or the"
+                                                                " file's name")
+
+    @field_validator("label", "title")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return (" ".join(value.split()) or None) if value is not None else None
+
+
+class IndexRequest(IndexOptions):
+    """A video to add by URL; a file is sent as a multipart upload instead."""
+
+    url: str = Field(description="http(s) URL: YouTube, any site yt-dlp knows, or a direct media link")
+
+
+class IndexAccepted(QueryAccepted):
+    """A video to add, taken into the queue."""
+
+
+class IndexStatus(BaseModel):
+    """Where adding a video stands; once done, ``video`` is the catalog's video (``existing``: it was already
+    there, with the same content), once failed, ``error`` says why."""
+
+    id: str
+    status: QueryState
+    stage: str
+    progress: float = Field(ge=0.0, le=1.0)
+    source: str
+    label: str | None
+    title: str | None
+    elapsed_s: float
+    existing: bool = Field(description="the catalog already held this content: nothing was added")
+    video: VideoOut | None
+    notes: list[str]
+    error: str | None
 
 
 class EvaluationRow(BaseModel):

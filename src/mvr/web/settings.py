@@ -35,6 +35,9 @@ class ServiceSettings:
         Finished queries kept for polling; the oldest are forgotten first.
     feature_cache_size : int
         Query feature vectors kept, by URL or content hash and modality, so that a repeated query is instant.
+    allow_indexing : bool
+        Let clients add videos to the catalog (``POST /api/videos``: an upload or a URL, under the same limits and
+        address policy as a query); off, the service only reads the catalog.
     """
 
     catalog: Path
@@ -48,6 +51,7 @@ class ServiceSettings:
     feature_cache_size: int = 64
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     allowed_hosts: tuple[str, ...] = ()
+    allow_indexing: bool = False
 
     @property
     def policy(self) -> SourcePolicy:

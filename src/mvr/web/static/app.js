@@ -44,20 +44,21 @@ async function api(path, { body, signal } = {}) {
 
 const superseded = () => new DOMException("a newer query took over", "AbortError");
 
-// XMLHttpRequest rather than fetch: it reports upload progress, which matters for large files.
-function postQuery(body, onUpload, signal) {
+// XMLHttpRequest rather than fetch: it reports upload progress, which matters for large files. ``path`` and ``item``
+// let indexing.js post a video to add the same way.
+function postQuery(body, onUpload, signal, path = "/api/queries", item = "query") {
   return new Promise((resolve, reject) => {
     const request = new XMLHttpRequest();
-    request.open("POST", "/api/queries");
+    request.open("POST", path);
     request.responseType = "json";
     if (!(body instanceof FormData)) request.setRequestHeader("Content-Type", "application/json");
     request.upload.onprogress = (event) => event.lengthComputable && onUpload(event.loaded / event.total);
     request.onload = () => {
       const reply = request.response || {};
       if (request.status === 202) resolve(reply);
-      else reject(new Error(reply.detail || `query: the server answered ${request.status}`));
+      else reject(new Error(reply.detail || `${item}: the server answered ${request.status}`));
     };
-    request.onerror = () => reject(new Error("query: the server cannot be reached"));
+    request.onerror = () => reject(new Error(`${item}: the server cannot be reached`));
     request.onabort = () => reject(superseded());
     signal.addEventListener("abort", () => request.abort(), { once: true });
     request.send(body instanceof FormData ? body : JSON.stringify(body));
@@ -170,6 +171,19 @@ function fillCard(card, video) {
 
 function newCard() {
   return $("#card-template").content.firstElementChild.cloneNode(true);
+}
+
+// A URL box and a file drop that take turns: a file chosen or dropped is the source, until a URL is typed.
+function takeTurns({ url, drop, input, choose, chosen }) {
+  input.onchange = (event) => choose(event.target.files[0]);
+  url.oninput = () => { if (url.value && chosen()) choose(null); };
+  drop.ondragover = (event) => { event.preventDefault(); drop.classList.add("dragging"); };
+  drop.ondragleave = () => drop.classList.remove("dragging");
+  drop.ondrop = (event) => {
+    event.preventDefault();
+    drop.classList.remove("dragging");
+    choose(event.dataTransfer.files[0]);
+  };
 }
 
 function showError(node, message) {
@@ -508,16 +522,7 @@ function setUpSearch() {
     button.dataset.modality = modality;
     return button;
   }));
-  $("#file").onchange = (event) => chooseFile(event.target.files[0]);
-  $("#url").oninput = () => { if ($("#url").value && state.file) chooseFile(null); };
-  const drop = $("#drop");
-  drop.ondragover = (event) => { event.preventDefault(); drop.classList.add("dragging"); };
-  drop.ondragleave = () => drop.classList.remove("dragging");
-  drop.ondrop = (event) => {
-    event.preventDefault();
-    drop.classList.remove("dragging");
-    chooseFile(event.dataTransfer.files[0]);
-  };
+  takeTurns({ url: $("#url"), drop: $("#drop"), input: $("#file"), choose: chooseFile, chosen: () => state.file });
   $("#k").max = String(state.info.max_k);
   form.onsubmit = (event) => {
     event.preventDefault();
@@ -757,6 +762,12 @@ function bar(row, kind) {
 
 // start ---------------------------------------------------------------------------------------------------------
 
+// The catalog's name and size in the top bar (again after indexing.js adds a video).
+function showCatalogInfo(info) {
+  const labels = info.labels.length;
+  $("#catalog-info").textContent = `${info.catalog} · ${info.videos} videos · ${labels} label${labels === 1 ? "" : "s"}`;
+}
+
 async function start() {
   try {
     state.info = await api("/api/info");
@@ -764,9 +775,7 @@ async function start() {
     showError($("#error"), error.message);
     return;
   }
-  const labels = state.info.labels.length;
-  $("#catalog-info").textContent =
-    `${state.info.catalog} · ${state.info.videos} videos · ${labels} label${labels === 1 ? "" : "s"}`;
+  showCatalogInfo(state.info);
   setUpSearch();
   setModality(state.info.modalities[0]);
   setUpCollection();
