@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+
 from mvr import progress
 from mvr.cli import main
 from mvr.dataset.build import build_collection
 from mvr.errors import UsageError
 from mvr.evaluation.crossval import cross_validate, group_folds
 from mvr.evaluation.run import evaluate
-from mvr.evaluation.scoring import query_set, score_rankings
-from mvr.features import FeatureGroup
+from mvr.evaluation.scoring import query_set, score_candidates, score_rankings
+from mvr.features import SPACES, FeatureGroup
 from mvr.index.exact import ExactSearcher
 from mvr.retrieval.fusion import Fusion, Pool, adaptive_weights
 from mvr.retrieval.query import QueryVectors, catalog_fusion, recommend_vectors
@@ -77,6 +78,16 @@ def test_the_tuned_weight_goes_to_the_space_that_carries_the_label(tmp_path: Pat
         assert stored_tuning(catalog) is None and catalog_fusion(catalog, "fused")[1] == "equal"
 
 
+def test_each_space_keeps_its_metric_unless_asked_to_choose(tmp_path: Path) -> None:
+    with Catalog.open(synthetic(tmp_path / "cat", informative="audio"), create=False) as catalog:
+        kept = tune_catalog(catalog, k=5)
+        chosen = tune_catalog(catalog, k=5, metrics=TUNING_METRICS)
+    assert kept.metrics == {space: SPACES[space].default_metric for space in ("audio", "visual")}
+    assert set(chosen.metrics.values()) <= set(TUNING_METRICS)
+    # Choosing among more metrics can only raise the in-sample score.
+    assert chosen.score >= kept.score
+
+
 def test_too_few_labels_keep_equal_weights(tmp_path: Path) -> None:
     pool = Pool(ids=np.arange(8), matrices={"audio": np.eye(8), "visual": np.eye(8)})
     rows = LabelledRows(labels=np.array(["a", "b"] * 4, dtype=object), groups=np.array([None] * 8, dtype=object),
@@ -118,7 +129,11 @@ def test_cross_validation_folds_are_disjoint_groups_and_never_tuned_on(tmp_path:
         assert not set(fold.training) & set(queries[i]) and not own_groups & set(rows.groups[fold.training])
         assert fold.training.size == 48 - queries[i].size and fold.tuning.tuned
         assert fold.tuning.weights["audio"] >= 0.8
-    assert result.result.method == "tuned" and result.result.queries == 48 and result.result.precision > 0.8
+    # As good as the space that carries the label, alone with its own metric.
+    alone, = score_candidates(Pool(ids=pool.ids, matrices={"audio": pool.matrices["audio"]}), videos, "audio", 5,
+                              metrics=(SPACES["audio"].default_metric,))
+    assert result.result.method == "tuned" and result.result.queries == 48
+    assert result.result.precision >= alone.precision - 0.01 > 0.7
     # The deal depends on the groups and keys alone, not on their order.
     order = np.random.default_rng(0).permutation(48)
     dealt = group_folds(rows.groups[order], rows.keys[order])
@@ -213,8 +228,8 @@ def test_mvr_tune_then_query_uses_and_explains_the_tuned_weights(labelled_catalo
     assert main(["tune", "--catalog", str(labelled_catalog), "--json"]) == 0
     out, err = capsys.readouterr()
     tuned = json.loads(out)
-    # Each space's metrics, then the weight grid.
-    steps = 3 * len(TUNING_METRICS) + 1
+    # Each space's own metric, then the weight grid.
+    steps = 3 + 1
     assert [line.split(",")[0] for line in err.splitlines()] == [f"tuning: {n}/{steps} done"
                                                                  for n in range(1, steps + 1)]
     # Tuned over every space the catalog holds.

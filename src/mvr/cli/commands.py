@@ -269,11 +269,12 @@ def _why_text(why: dict[str, dict]) -> str:
 
 def run_tune(args: argparse.Namespace) -> int:
     """``mvr tune``: choose the fused search's weights and metrics from the labels, and keep them in the catalog."""
-    from mvr.retrieval.tuning import store_tuning, tune_catalog
+    from mvr.retrieval.tuning import TUNING_METRICS, store_tuning, tune_catalog
     from mvr.store import Catalog
 
     with Catalog.open(args.catalog, create=False) as catalog:
-        found = tune_catalog(catalog, k=args.k, progress=True)
+        found = tune_catalog(catalog, k=args.k, metrics=TUNING_METRICS if args.choose_metrics else None,
+                             progress=True)
         if found.tuned:
             store_tuning(catalog, found)
     if args.json:

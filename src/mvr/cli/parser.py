@@ -179,6 +179,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     tune = verbs.add_parser("tune", help="choose the fused search's weights and metrics from the catalog's labels")
     _catalog_option(tune)
     tune.add_argument("-k", type=_positive_int, default=5, help="the precision@k to maximise")
+    tune.add_argument("--choose-metrics", action="store_true",
+                      help="also choose each space's metric from the labels (by default each keeps its own: on small"
+                           " catalogs the choice costs precision, docs/evaluation.md)")
     tune.add_argument("--json", action="store_true", help="print JSON")
     tune.set_defaults(run=commands["tune"])
 

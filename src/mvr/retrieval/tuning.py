@@ -3,7 +3,8 @@
 The choice maximises leave-one-out precision@k over the labelled videos, a query's own group (two excerpts of one
 song) never ranked for it, exactly as ``mvr evaluate`` scores. It is made from the stored vectors in two steps:
 
-1. each space's metric, among :data:`TUNING_METRICS`, by that space's own precision@k;
+1. each space's metric: by default the space's own (its registry default); with ``metrics`` given (``mvr tune
+   --choose-metrics``: :data:`TUNING_METRICS`), the one of them with that space's best precision@k;
 2. the weights, on a grid over the simplex (steps of :data:`WEIGHT_STEP`), with those metrics. Each space's
    distance matrix (queries x candidates, z-scored per query as late fusion does) is computed once; a grid point
    is then one weighted sum and one linear-time cut per query (:func:`mvr.retrieval.ranking.first_k`).
@@ -37,7 +38,9 @@ from mvr.store import Catalog, Video
 TUNING_KEY = "fusion.tuned"
 """The catalog setting that holds the tuned fusion (JSON of :meth:`Tuning.to_dict`)."""
 TUNING_METRICS = tuple(m for m in METRICS if m not in ("hamming", "jaccard", "sokalsneath", "jensenshannon"))
-"""The metrics tuning chooses from: the boolean ones and jensenshannon tie or fail on real-valued features."""
+"""The metrics ``mvr tune --choose-metrics`` chooses from: the boolean ones and jensenshannon tie or fail on
+real-valued features. Not the default: chosen per fold, they lowered the cross-validated precision@5 on each of
+the three small benchmark collections (``docs/evaluation.md``), a choice made on a few dozen queries."""
 WEIGHT_STEP = 0.1
 MIN_LABELS = 2
 MIN_LABELLED = 10
@@ -130,7 +133,7 @@ def tune_pool(
     *,
     k: int = 5,
     within: np.ndarray | None = None,
-    metrics: tuple[str, ...] = TUNING_METRICS,
+    metrics: tuple[str, ...] | None = None,
     step: float = WEIGHT_STEP,
     max_queries: int = MAX_QUERIES,
     progress: Progress | None = None,
@@ -148,8 +151,9 @@ def tune_pool(
     within : np.ndarray, optional
         Positions of the rows to tune on: they are the queries (the labelled ones) and the candidates; by default
         all. Cross-validation passes the training folds' rows.
-    metrics : tuple of str
-        The metrics to choose from.
+    metrics : tuple of str, optional
+        The metrics to choose each space's from (e.g. :data:`TUNING_METRICS`); by default each space keeps its
+        own default metric.
     step : float
         The weight grid's step.
     max_queries : int
@@ -196,14 +200,17 @@ def tune_pool(
     relevant, excluded = relevant[answerable], excluded[answerable]
     queries = queries[answerable]
     candidate_pool = pool.subset(candidates)
+    tried = {space: (default_metrics[space],) if metrics is None else
+             # The space's own default first, so that it wins a tie.
+             tuple(sorted(metrics, key=lambda m, s=space: (m != default_metrics[s], METRICS.index(m))))
+             for space in spaces}
     if progress is not None:
-        progress.extend(len(spaces) * len(metrics) + 1)
+        progress.extend(sum(len(found) for found in tried.values()) + 1)
     chosen, scaled = {}, {}
     for space in spaces:
         single = Pool(ids=candidate_pool.ids, matrices={space: candidate_pool.matrices[space]})
         best = None
-        # The space's own default first, so that it wins a tie.
-        for metric in sorted(metrics, key=lambda m: (m != default_metrics[space], METRICS.index(m))):
+        for metric in tried[space]:
             found = distances({space: pool.matrices[space][queries]}, single, metric, None, excluded).total
             if progress is not None:
                 progress.update()
@@ -213,7 +220,7 @@ def tune_pool(
             if best is None or precision > best[0]:
                 best = (precision, metric, found)
         if best is None:
-            raise UsageError(f"{space}: none of {', '.join(metrics)} ranks every query")
+            raise UsageError(f"{space}: none of {', '.join(tried[space])} ranks every query")
         chosen[space] = best[1]
         scaled[space] = row_z_scores(best[2]).astype(np.float32)
     grid = weight_grid(len(spaces), step)
@@ -260,11 +267,13 @@ def catalog_spaces(catalog: Catalog) -> tuple[str, ...]:
     return tuple(space for space in space_names() if catalog.setting(f"extractor.{space}") is not None)
 
 
-def tune_catalog(catalog: Catalog, k: int = 5, pool: Pool | None = None, *, progress: bool | None = None) -> Tuning:
+def tune_catalog(catalog: Catalog, k: int = 5, pool: Pool | None = None, *, metrics: tuple[str, ...] | None = None,
+                 progress: bool | None = None) -> Tuning:
     """Tune the fusion of every space the catalog holds on its labelled videos (see :func:`tune_pool`).
 
     ``pool`` (the catalog's vectors of those spaces, from :meth:`mvr.retrieval.search.SearcherCache.pool`) is
-    loaded when not given; ``progress`` shows the metrics tried and the grid (:class:`mvr.progress.Progress`).
+    loaded when not given; ``metrics``: the metrics to choose each space's from (by default each keeps its own);
+    ``progress`` shows the metrics tried and the grid (:class:`mvr.progress.Progress`).
 
     Raises
     ------
@@ -281,7 +290,7 @@ def tune_catalog(catalog: Catalog, k: int = 5, pool: Pool | None = None, *, prog
     pool = pool or SearcherCache().pool(catalog, spaces)
     with Progress("tuning", 0, unit="step", show=progress) as bar:
         found = tune_pool(pool, labelled_rows(pool, {video.id: video for video in catalog.videos()}), k=k,
-                          progress=bar)
+                          metrics=metrics, progress=bar)
     extractors = {space: catalog.setting(f"extractor.{space}") for space in spaces}
     return Tuning(**{**found.to_dict(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
                      "extractors": extractors})
