@@ -89,7 +89,7 @@ class CrossValidation:
 
 
 def cross_validate(pool: Pool, rows: LabelledRows, found: QuerySet, k: int, folds: int = FOLDS, *,
-                   progress: Progress | None = None) -> CrossValidation:
+                   metrics: tuple[str, ...] | None = None, progress: Progress | None = None) -> CrossValidation:
     """Score the tuned late fusion of ``pool``'s spaces by cross-validation over groups.
 
     Parameters
@@ -104,6 +104,8 @@ def cross_validate(pool: Pool, rows: LabelledRows, found: QuerySet, k: int, fold
         Recommendations per query.
     folds : int
         How many folds.
+    metrics : tuple of str, optional
+        The metrics each fold chooses each space's from; by default each space keeps its own, as ``mvr tune``.
     progress : Progress, optional
         Extended by the folds dealt, and told as each is scored.
     """
@@ -114,7 +116,7 @@ def cross_validate(pool: Pool, rows: LabelledRows, found: QuerySet, k: int, fold
     chosen: list[Fold] = []
     for fold in dealt:
         training = np.setdiff1d(np.arange(pool.ids.size), found.rows[fold])
-        tuning = tune_pool(pool, rows, k=k, within=training)
+        tuning = tune_pool(pool, rows, k=k, within=training, metrics=metrics)
         scored.append(score_queries(found, "cosine", tuning.fusion(), k, rows=fold))
         chosen.append(Fold(queries=fold, training=training, tuning=tuning))
         if progress is not None:
