@@ -329,6 +329,10 @@ def test_evaluation_page_charts_the_latest_results(page, catalog_dir: Path, tmp_
         page.wait_for_selector("#charts .chart")
         tuned = evaluation_view(page)
         save_screenshot(page, artifacts / "evaluation.png")
+        with open_page(page.context.browser, page.url, width=390, height=844) as narrow:
+            narrow.wait_for_selector("#charts .chart .chance-line")
+            save_screenshot(narrow, artifacts / "narrow-evaluation-results.png")
+            assert narrow.evaluate("document.documentElement.scrollWidth") <= 390
     finally:
         results.unlink()
     found = json.loads(evaluation_json(tmp_path / "toy-again", tuned=True))

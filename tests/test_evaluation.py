@@ -13,8 +13,8 @@ import pytest
 from mvr import progress
 from mvr.cli import main
 from mvr.errors import CatalogError, MvrError, UsageError
-from mvr.evaluation.protocols import holdout_queries
 from mvr.evaluation.plots import AXES_BOX, FIGURE_DPI, FIGURE_INCHES, draw, plot
+from mvr.evaluation.protocols import holdout_queries
 from mvr.evaluation.report import RESULTS_FILE, metric_table, save
 from mvr.evaluation.run import evaluate
 from mvr.evaluation.scoring import chance_precision, excluded_pairs, score_rankings, summarise
