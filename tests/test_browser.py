@@ -18,14 +18,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from test_evaluation import toy_catalog
 from test_web import held_out, media_server, uvicorn_server, web_catalog
 
+from mvr.evaluation.run import evaluate
 from mvr.retrieval.targets import default_metrics
+from mvr.retrieval.tuning import store_tuning, tune_catalog
+from mvr.store import Catalog
 from mvr.web import ServiceSettings, create_app
 
 DEFAULT_METRICS = default_metrics()
 
 CHROMIUM = Path("/usr/bin/chromium")
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "dashboard.png"
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 pytestmark = [
     pytest.mark.slow,
@@ -274,34 +279,116 @@ def test_collection_page_filters_by_label_and_finds_similar(page, music_videos, 
     assert page.is_visible("#page-search") and cards[0]["label"] == label
 
 
-def test_evaluation_page_charts_the_latest_results(page, catalog_dir: Path, artifacts: Path) -> None:
+def evaluation_json(folder: Path, *, tuned: bool) -> str:
+    """``mvr evaluate``'s JSON of a real catalog: the web catalog (6 videos, too few labels to tune), or the tuned
+    toy catalog of test_evaluation (12 videos of 3 labels, tuned by ``mvr tune``'s library call)."""
+    folder = toy_catalog(folder, songs=2) if tuned else folder
+    with Catalog.open(folder, create=False) as catalog:  # evaluate only reads the catalog
+        if tuned:
+            store_tuning(catalog, tune_catalog(catalog, k=2))
+        return json.dumps(evaluate(catalog, k=2 if tuned else 5, progress=False).to_dict())
+
+
+def evaluation_view(page) -> dict:
+    """What the evaluation page shows: each chart's title, its rows and where its chance line is drawn."""
+    return page.eval_on_selector_all("#charts .chart", """charts => charts.map(chart => {
+        const line = chart.querySelector('.chance-line');
+        const track = chart.querySelector('.chart-row:not(.chart-head) .track')?.getBoundingClientRect();
+        return {
+            title: chart.querySelector('h2').textContent,
+            rows: [...chart.querySelectorAll('.chart-row:not(.chart-head)')].map(row => ({
+                metric: row.dataset.metric, kind: row.dataset.kind || '', name: row.querySelector('.chart-name')
+                    .firstChild.textContent, default: row.classList.contains('default'),
+                tags: [...row.querySelectorAll('.tag')].map(tag => tag.textContent),
+                values: [...row.querySelectorAll('.num')].map(cell => cell.textContent),
+                grey: row.querySelectorAll('.track.study').length})),
+            chance: line ? Number(line.dataset.chance) : null,
+            // The line's place on the bars' scale, 0 at their left end and 1 at their right.
+            drawnAt: line ? (line.getBoundingClientRect().left - track.left) / track.width : null,
+            labels: [...chart.querySelectorAll('.label-table tr[data-label]')].map(row =>
+                [...row.children].map(cell => cell.textContent)),
+        };
+    })""")
+
+
+def test_evaluation_page_charts_the_latest_results(page, catalog_dir: Path, tmp_path: Path, artifacts: Path) -> None:
     page.click("nav a[data-page=evaluation]")
     page.wait_for_selector("#evaluation-empty:has-text('mvr evaluate')")
     results = catalog_dir / "evaluation.json"
-    # The format mvr.evaluation documents: both methods, every modality, a degenerate metric.
-    rows = [("mvr", "audio", "euclidean", 0.92), ("mvr", "audio", "cosine", 0.88), ("mvr", "audio", "hamming", None),
-            ("study", "audio", "euclidean", 0.9), ("study", "audio", "cosine", 0.5),
-            ("mvr", "visual", "euclidean", 0.66), ("mvr", "fused", "braycurtis", 0.71),
-            ("study", "fused", "braycurtis", 0.4)]
-    results.write_text(json.dumps({"k": 5, "protocol": "loo", "videos": 6, "results": [
-        {"method": method, "modality": modality, "metric": metric, "precision": precision, "map": precision,
-         "queries": 6, "degenerate": precision is None,
-         "labels": None if precision is None else {"industrial": precision, "orchestral": precision}}
-        for method, modality, metric, precision in rows]}))
+    # The web catalog's own evaluation: not tuned, so equal weights are the fused default.
+    results.write_text(evaluation_json(catalog_dir, tuned=False))
     try:
         page.reload()
         page.wait_for_selector("#charts .chart")
+        plain = evaluation_view(page)
+        assert page.text_content("#evaluation-summary").startswith(
+            "precision@5 and mean average precision · leave-one-out protocol · 6 queries")
+        # A tuned catalog's evaluation: the tuned fusion is the fused default.
+        results.write_text(evaluation_json(tmp_path / "toy", tuned=True))
+        page.reload()
+        page.wait_for_selector("#charts .chart")
+        tuned = evaluation_view(page)
+        save_screenshot(page, artifacts / "evaluation.png")
+        with open_page(page.context.browser, page.url, width=390, height=844) as narrow:
+            narrow.wait_for_selector("#charts .chart .chance-line")
+            save_screenshot(narrow, artifacts / "narrow-evaluation-results.png")
+            assert narrow.evaluate("document.documentElement.scrollWidth") <= 390
     finally:
         results.unlink()
-    assert page.eval_on_selector_all("#charts .chart h2", "titles => titles.map(t => t.textContent)") == [
-        "Audio retrieval", "Visual retrieval", "Multimodal retrieval"]
-    audio = page.eval_on_selector_all("#charts .chart:first-child .chart-row", """rows => rows.map(row => [
-        row.dataset.metric, [...row.querySelectorAll('.value')].map(value => value.textContent), row.className])""")
-    assert audio == [["euclidean", ["0.92", "0.90"], "chart-row best"], ["cosine", ["0.88", "0.50"], "chart-row"],
-                     ["hamming", ["n/a"], "chart-row degenerate"]]
-    assert "industrial 0.92" in page.get_attribute("#charts .chart-row[data-metric=euclidean] .track", "title")
-    assert page.text_content("#evaluation-summary") == "precision@5, leave-one-out protocol"
-    save_screenshot(page, artifacts / "evaluation.png")
+    found = json.loads(evaluation_json(tmp_path / "toy-again", tuned=True))
+    assert [chart["title"] for chart in plain] == [
+        "Multimodal: which fusion", "Per label: mvr's default searches", "Audio retrieval", "MusiCNN retrieval",
+        "Visual retrieval", "Multimodal retrieval"]
+    assert [chart["title"] for chart in tuned] == [
+        "Multimodal: which fusion", "Per label: mvr's default searches", "Audio retrieval", "Visual retrieval",
+        "Multimodal retrieval"]
+    fusions = tuned[0]["rows"]
+    assert [row["kind"] for row in fusions] == ["tuned", "equal", "adaptive", "study"]
+    assert [row["default"] for row in fusions] == [True, False, False, False]
+    assert fusions[0]["tags"] == ["mvr default"] and fusions[0]["name"] == "tuned fusion (5-fold cross-validated)"
+    assert fusions[0]["values"] == [f"{found['tuned']['result'][key]:.2f}" for key in ("precision", "map")]
+    assert [row["default"] for row in plain[0]["rows"]] == [False, True, False, False]  # equal weights
+    for view in (plain, tuned):
+        for chart in view:
+            if chart["title"].startswith("Per label"):
+                continue
+            # The chance line is drawn where the library put chance, on the bars' scale.
+            assert chart["chance"] == pytest.approx(view[0]["chance"]) and chart["chance"] > 0
+            assert chart["drawnAt"] == pytest.approx(chart["chance"], abs=0.01)
+        by_title = {chart["title"]: chart for chart in view}
+        audio, fused = by_title["Audio retrieval"]["rows"], by_title["Multimodal retrieval"]["rows"]
+        # mvr's metric marked as its default, the study's as its choice; on one space both methods rank alike, so
+        # no grey bar there; the fused search differs, so the study's grey bars are drawn beside mvr's.
+        assert [row["metric"] for row in audio if row["default"]] == ["braycurtis"]
+        assert [row["metric"] for row in audio if "study's choice" in row["tags"]] == ["euclidean"]
+        assert not any(row["grey"] for row in audio) and any(row["grey"] for row in fused)
+    assert [row["metric"] for row in by_title["Multimodal retrieval"]["rows"] if row["default"]] == []  # tuned
+    assert [row["metric"] for row in plain[-1]["rows"] if row["default"]] == ["cosine"]
+    assert tuned[0]["chance"] == pytest.approx(found["tuned"]["result"]["chance"])
+    labels = tuned[1]["labels"]
+    assert [row[0] for row in labels] == ["a", "b", "c"]
+    braycurtis = next(r for r in found["results"] if (r["method"], r["modality"], r["metric"])
+                      == ("mvr", "audio", "braycurtis"))
+    assert [row[1] for row in labels] == [f"{braycurtis['labels'][label]:.2f}" for label in "abc"]
+
+
+def test_a_fused_results_page_for_the_docs(browser, server_url: str, artifacts: Path) -> None:
+    """The results page of README.md and docs/dashboard.md: a fused search from a catalog video, as it looks.
+
+    With ``MVR_UPDATE_DOCS_SCREENSHOT=1`` the picture also replaces ``docs/dashboard.png``."""
+    query = next(video for video in catalog_videos(server_url) if video["label"])
+    with open_page(browser, f"{server_url}/#/search?video={query['id']}&modality=fused&k=5") as opened:
+        cards = wait_for_results(opened)
+        assert len(cards) == 5 and all(len(card["bars"]) == 2 for card in cards)
+        assert opened.text_content("#query-title") == query["title"]
+        opened.evaluate("window.scrollTo(0, 0)")
+        shot = artifacts / "dashboard.png"
+        opened.screenshot(path=str(shot))  # the window, as a person sees it at 1360 x 900
+    print(f"screenshot: {shot}")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if os.environ.get("MVR_UPDATE_DOCS_SCREENSHOT") == "1":
+        shutil.copy(shot, DOCS_SCREENSHOT)
+        print(f"updated {DOCS_SCREENSHOT}")
 
 
 def test_title_filter_in_the_collection(page, server_url: str) -> None:

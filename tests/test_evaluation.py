@@ -13,11 +13,14 @@ import pytest
 from mvr import progress
 from mvr.cli import main
 from mvr.errors import CatalogError, MvrError, UsageError
+from mvr.evaluation.plots import AXES_BOX, FIGURE_DPI, FIGURE_INCHES, draw, plot
 from mvr.evaluation.protocols import holdout_queries
-from mvr.evaluation.report import RESULTS_FILE, metric_table
+from mvr.evaluation.report import RESULTS_FILE, metric_table, save
 from mvr.evaluation.run import evaluate
-from mvr.evaluation.scoring import excluded_pairs, score_rankings
+from mvr.evaluation.scoring import chance_precision, excluded_pairs, score_rankings, summarise
 from mvr.index.base import METRICS
+from mvr.retrieval.targets import default_metrics
+from mvr.retrieval.tuning import store_tuning, tune_catalog
 from mvr.store import Catalog, NewVideo
 
 # The toy catalogs hold the study's two spaces: evaluation scores what a catalog holds.
@@ -61,6 +64,30 @@ def test_a_metric_that_ties_everything_answers_nothing() -> None:
     assert scores.degenerate.tolist() == [True, True, False, False]  # a single finite candidate is an answer
     assert scores.hits.tolist() == [0, 0, 1, 1]
     assert scores.average_precision.tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_map_and_each_labels_precision_by_hand() -> None:
+    # Candidates 1-4 are labelled a, a, b, b; three queries, labelled a, b, a.
+    distances = np.array([[0.1, 0.5, 0.2, 0.9],    # ranks 1 a, 3 b, 2 a, 4 b: 1 hit in 2, AP (1/1 + 2/3) / 2
+                          [0.3, 0.4, 0.1, 0.2],    # ranks 3 b, 4 b, 1, 2: 2 hits, AP 1
+                          [0.8, 0.7, 0.1, 0.2]])   # ranks 3, 4, 2 a, 1 a: no hit, AP (1/3 + 2/4) / 2
+    labels = np.array(["a", "b", "a"], dtype=object)
+    relevant = labels[:, None] == np.array(["a", "a", "b", "b"])[None, :]
+    scores = score_rankings(distances, relevant, np.arange(1, 5), k=2)
+    result = summarise(scores, labels, "audio", "euclidean", 2, chance=0.5)
+    assert result.precision == pytest.approx(3 / 6)
+    assert result.labels == pytest.approx({"a": (1 + 0) / 4, "b": 2 / 2})
+    assert result.map == pytest.approx((5 / 6 + 1 + 5 / 12) / 3)
+
+
+def test_chance_is_the_expected_precision_of_a_random_ranking() -> None:
+    # Query 1 is candidate 0 (excluded): 1 relevant of 4 eligible. Query 2's group holds candidates 1 and 2:
+    # 2 relevant of 3 eligible.
+    excluded = np.array([[True, False, False, False, False], [False, True, True, False, False]])
+    relevant = np.array([[False, True, False, False, False], [True, False, False, True, False]])
+    assert chance_precision(relevant, excluded, k=2) == pytest.approx((1 / 4 + 2 / 3) / 2)
+    # With k = 4, query 2 has only 3 candidates: a random ranking shows both relevant ones, 2 of 4 places.
+    assert chance_precision(relevant, excluded, k=4) == pytest.approx((1 / 4 + 2 / 4) / 2)
 
 
 def test_a_query_without_any_relevant_candidate_is_not_answerable() -> None:
@@ -135,6 +162,84 @@ def test_evaluate_scores_every_method_modality_and_metric(tmp_path: Path) -> Non
     assert header == ["metric", "audio", "visual", "fused (late)", "fused (concat, study)"]
     assert rows[METRICS.index("jensenshannon")][1] == "tie" and rows[-1][1] == "0.20"
     assert rows[METRICS.index("euclidean")][1] == "1.000 / 1.000 s"  # the study's choice for audio
+
+
+def default_rows(evaluation: dict) -> dict[str, tuple[str, str]]:
+    """Search target -> (method, metric) of the rows an evaluation's JSON marks as mvr's default."""
+    rows = [*evaluation["results"], evaluation["tuned"]["result"], evaluation["adaptive"]]
+    marked = [(row["modality"], (row["method"], row["metric"])) for row in rows if row["default"]]
+    assert len(marked) == len(dict(marked)), marked  # one default row per search target
+    return dict(marked)
+
+
+def test_the_default_rows_follow_the_catalog_s_tuning(tmp_path: Path) -> None:
+    with Catalog.open(toy_catalog(tmp_path / "cat", songs=2), create=False) as catalog:
+        plain = evaluate(catalog, k=2).to_dict()
+        tuning = tune_catalog(catalog, k=2)
+        assert tuning.tuned  # 12 labelled videos of 3 labels are enough
+        store_tuning(catalog, tuning)
+        tuned = evaluate(catalog, k=2).to_dict()
+    metrics = default_metrics()
+    assert not plain["catalog_tuned"] and tuned["catalog_tuned"]
+    # Untuned: mvr's method with its own metric everywhere, equal weights for fused.
+    assert default_rows(plain) == {target: ("mvr", metrics[target]) for target in SEARCH_MODALITIES}
+    # Tuned: fused searches use the tuning, so the tuned fusion's cross-validated row is the default.
+    assert default_rows(tuned) == {**default_rows(plain), "fused": ("tuned", "tuned")}
+    assert tuned["tuned"]["result"]["chance"] == plain["results"][0]["chance"] == pytest.approx(0.2)
+
+
+def test_the_api_serves_the_defaults_chance_and_tuned_fusion(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi", reason="the web extra is not installed")
+    from test_web import local_client  # the web stack is an optional extra: loaded only when installed
+
+    from mvr.web import ServiceSettings
+
+    folder = toy_catalog(tmp_path / "cat", songs=2)
+    with Catalog.open(folder, create=False) as catalog:
+        store_tuning(catalog, tune_catalog(catalog, k=2))
+        written = evaluate(catalog, k=2)
+        save(written, folder)
+    with local_client(ServiceSettings(catalog=folder)) as app:
+        found = app.get("/api/evaluation").json()
+    assert found["catalog_tuned"] is True and found["defaults"]["mvr"]["fused"] == "cosine"
+    tuned = found["tuned"]
+    assert tuned["result"]["method"] == "tuned" and tuned["result"]["default"] is True
+    assert len(tuned["folds"]) == 5 and all(set(fold["weights"]) == {"audio", "visual"} for fold in tuned["folds"])
+    assert found["adaptive"]["method"] == "adaptive" and found["adaptive"]["default"] is False
+    audio = next(row for row in found["results"] if (row["method"], row["modality"], row["metric"])
+                 == ("mvr", "audio", "braycurtis"))
+    assert audio["default"] is True and audio["chance"] == pytest.approx(0.2) and audio["tied_at_cut"] == 0
+    assert audio["labels"] == written.result("mvr", "audio").labels
+    assert audio["map"] == pytest.approx(written.result("mvr", "audio").map, abs=1e-4)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """A PNG's width and height, from its IHDR chunk."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_figures_are_large_with_the_legend_beside_the_bars_and_a_chance_line(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the plots extra is not installed")
+    with Catalog.open(toy_catalog(tmp_path / "cat", songs=2), create=False) as catalog:
+        found = evaluate(catalog, k=2)
+    written = plot(found, tmp_path / "plots")
+    assert [path.name for path in written] == [f"loo-{modality}.png" for modality in SEARCH_MODALITIES]
+    size = (round(FIGURE_INCHES[0] * FIGURE_DPI), round(FIGURE_INCHES[1] * FIGURE_DPI))
+    assert size == (1200, 570) and all(png_size(path) == size for path in written)
+    figure = draw(found, "fused")
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    legend, box = axes.get_legend().get_window_extent(), axes.get_window_extent()
+    assert legend.x0 > box.x1 and legend.x1 <= size[0]  # right of the bars, inside the picture
+    assert box.x0 == pytest.approx(AXES_BOX[0] * size[0])
+    lines = {line.get_label().split(" (")[0]: line.get_ydata()[0] for line in axes.get_lines()}
+    assert lines["chance"] == pytest.approx(found.result("mvr", "fused").chance)
+    assert lines["tuned, 5-fold CV"] == pytest.approx(found.tuned.result.precision)
+    labels = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert labels == ["chance (0.20)", f"tuned, 5-fold CV ({found.tuned.result.precision:.2f})", "fused (late)",
+                      "fused (concat, study)"]
 
 
 def test_holdout_ranks_only_the_videos_not_held_out(tmp_path: Path) -> None:

@@ -124,5 +124,5 @@ def cross_validate(pool: Pool, rows: LabelledRows, found: QuerySet, k: int, fold
     order = np.concatenate(dealt)
     answerable = found.answerable[order]
     scores = QueryScores.concatenate(scored).subset(answerable)
-    result = summarise(scores, found.labels[order][answerable], FUSED, TUNED, k, found.chance, method=TUNED)
+    result = summarise(scores, found.labels[order][answerable], FUSED, TUNED, k, found.chance(k), method=TUNED)
     return CrossValidation(result=result, folds=chosen)

@@ -33,6 +33,7 @@ by each run): the JSON that ``mvr evaluate --json`` prints::
       "defaults": {"mvr": {"audio": "braycurtis", "visual": "cosine", "fused": "cosine"},
                    "study": {"audio": "euclidean", "visual": "euclidean", "fused": "braycurtis"}},
       "fusion": {"mvr": "late", "study": "concat", "weights": {"audio": 0.5, "visual": 0.5}},
+      "catalog_tuned": false,                   # the catalog held a tuning (mvr tune): its fused default
       "results": [                              # every method x modality x metric of mvr.index.METRICS
         {"method": "mvr",                       # or "study"
          "modality": "audio",                   # audio, visual or fused
@@ -42,12 +43,16 @@ by each run): the JSON that ``mvr evaluate --json`` prints::
          "queries": 215,                        # queries scored
          "degenerate": false,                   # true: the metric tied every candidate of every query
          "labels": {"ambient": 0.667, ...},     # precision@k of each label's queries; null when degenerate
-         "chance": 0.25},                       # the precision of a random ranking
+         "chance": 0.25,                        # the precision@k of a random ranking (scoring.chance_precision)
+         "default": true},                      # what mvr searches by default on this catalog
         ...
       ]
     }
 
 ``defaults`` names each method's own metric per modality: the row to show for "mvr" against "the study".
+``"default": true`` marks, per search target, the one result that measures mvr's default search on this catalog
+(:meth:`Evaluation.is_default`): mvr's method with its own metric, or for ``fused`` on a tuned catalog the tuned
+fusion below.
 Each result also counts its queries whose k-th result tied with a candidate left out (``"tied_at_cut"``).
 
 With the ``loo`` protocol and labels enough, two more fused results sit beside them, each over every space the
@@ -68,21 +73,23 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from mvr.errors import CatalogError, MvrError, UsageError
-from mvr.evaluation.crossval import CrossValidation, cross_validate
+from mvr.evaluation.crossval import TUNED, CrossValidation, cross_validate
 from mvr.evaluation.protocols import PROTOCOLS
 from mvr.evaluation.scoring import Result, query_set, score_candidates, score_queries, summarise
 from mvr.features import space_names
-from mvr.presets import PRESETS, Preset
+from mvr.presets import PRESETS, Preset, get_preset
 from mvr.progress import Progress
 from mvr.retrieval.fusion import Fusion, Pool
 from mvr.retrieval.query import fusion_for, spaces_of
 from mvr.retrieval.search import SearcherCache
 from mvr.retrieval.targets import EQUAL_WEIGHTS, FUSED, search_targets
-from mvr.retrieval.tuning import catalog_spaces, labelled_rows
+from mvr.retrieval.tuning import catalog_spaces, labelled_rows, stored_tuning
 from mvr.store import Catalog, Video
 
 METHODS: dict[str, Preset] = {preset.method: preset for preset in PRESETS.values()}
 """The methods every evaluation scores, by their names in the results: each preset's (mvr's and the study's)."""
+DEFAULT_METHOD = get_preset(None).method
+"""mvr's own method, the default preset's: with its metric per search target, what mvr searches by default."""
 
 
 @dataclass
@@ -98,6 +105,9 @@ class Evaluation:
     queries: str | None = None
     tuned: CrossValidation | None = None
     adaptive: Result | None = None
+    catalog_tuned: bool = False
+    """The catalog held a tuning (:func:`mvr.retrieval.tuning.stored_tuning`): its fused queries use it by
+    default, so the tuned fusion's row, not equal weights', is mvr's default for ``fused``."""
 
     def result(self, method: str, modality: str, metric: str | None = None) -> Result | None:
         """One result; ``metric`` defaults to the method's own choice for the modality. None when the method did
@@ -105,6 +115,16 @@ class Evaluation:
         metric = metric or METHODS[method].metrics.get(modality)
         return next((r for r in self.results if (r.method, r.modality, r.metric) == (method, modality, metric)),
                     None)
+
+    def is_default(self, result: Result) -> bool:
+        """Whether ``result`` measures what mvr searches by default on this catalog: :data:`DEFAULT_METHOD` with
+        its own metric for each search target, except that a tuned catalog's fused default is the tuned fusion."""
+        if result.method == TUNED:
+            return self.catalog_tuned
+        if result.modality == FUSED and self.catalog_tuned:
+            return False
+        return (result.method == DEFAULT_METHOD
+                and result.metric == METHODS[DEFAULT_METHOD].metrics.get(result.modality))
 
     @property
     def modalities(self) -> list[str]:
@@ -118,10 +138,14 @@ class Evaluation:
             "videos": self.videos, "created": self.created,
             "defaults": {name: dict(method.metrics) for name, method in METHODS.items()},
             "fusion": {**{name: method.fusion for name, method in METHODS.items()}, "weights": dict(EQUAL_WEIGHTS)},
-            "results": [result.to_dict() for result in self.results],
-            "tuned": None if self.tuned is None else self.tuned.to_dict(),
-            "adaptive": None if self.adaptive is None else self.adaptive.to_dict(),
+            "catalog_tuned": self.catalog_tuned,
+            "results": [self._row(result) for result in self.results],
+            "tuned": None if self.tuned is None else {**self.tuned.to_dict(), "result": self._row(self.tuned.result)},
+            "adaptive": None if self.adaptive is None else self._row(self.adaptive),
         }
+
+    def _row(self, result: Result) -> dict:
+        return {**result.to_dict(), "default": self.is_default(result)}
 
 
 
@@ -201,7 +225,8 @@ def evaluate(
             tuned, adaptive = _fusions_beyond_presets(searchers.pool(catalog, spaces), videos, k, bar)
     return Evaluation(k=k, protocol=protocol, catalog=str(catalog.root), videos=len(videos),
                       created=datetime.now(UTC).isoformat(timespec="seconds"), results=results,
-                      queries=None if queries is None else str(queries.root), tuned=tuned, adaptive=adaptive)
+                      queries=None if queries is None else str(queries.root), tuned=tuned, adaptive=adaptive,
+                      catalog_tuned=stored_tuning(catalog) is not None)
 
 
 def _fusions_beyond_presets(pool: Pool, videos: dict[int, Video], k: int,
@@ -214,7 +239,7 @@ def _fusions_beyond_presets(pool: Pool, videos: dict[int, Video], k: int,
     metric = METHODS["mvr"].metrics[FUSED]
     prior = {space: 1 / len(pool.spaces) for space in pool.spaces}
     scores = score_queries(found, metric, Fusion("adaptive", prior), k).subset(found.answerable)
-    adaptive = summarise(scores, found.labels[found.answerable], FUSED, metric, k, found.chance, method="adaptive")
+    adaptive = summarise(scores, found.labels[found.answerable], FUSED, metric, k, found.chance(k), method="adaptive")
     progress.update()
     return tuned, adaptive
 

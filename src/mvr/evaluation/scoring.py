@@ -133,8 +133,6 @@ class QuerySet:
         excluded.
     answerable : np.ndarray
         bool ``(q,)``: the query has a relevant candidate (only those are scored).
-    chance : float
-        The precision of a random ranking, averaged over the answerable queries.
     """
 
     vectors: dict[str, np.ndarray]
@@ -144,7 +142,31 @@ class QuerySet:
     excluded: np.ndarray
     relevant: np.ndarray
     answerable: np.ndarray
-    chance: float
+
+    def chance(self, k: int) -> float:
+        """The precision@k of a random ranking, averaged over the answerable queries (:func:`chance_precision`)."""
+        return chance_precision(self.relevant[self.answerable], self.excluded[self.answerable], k)
+
+
+def chance_precision(relevant: np.ndarray, excluded: np.ndarray, k: int) -> float:
+    """The expected precision@k of a random ranking, averaged over the queries: the chance line of a chart.
+
+    A query with ``m`` eligible candidates (not excluded: itself, its group), ``r`` of them relevant, expects
+    ``min(k, m) * r / m`` relevant videos among its first k when they come in random order, so its precision@k is
+    that over k: the share of relevant candidates, less when there are fewer than k candidates.
+
+    Parameters
+    ----------
+    relevant : np.ndarray
+        bool, ``(q, n)``: the candidate has the query's label and is not excluded.
+    excluded : np.ndarray
+        bool, ``(q, n)``: the candidate is never ranked for the query.
+    k : int
+        Recommendations per query.
+    """
+    eligible = (~excluded).sum(axis=1)
+    expected = np.minimum(k, eligible) * relevant.sum(axis=1) / np.maximum(eligible, 1)
+    return float(np.mean(expected / k))
 
 
 def query_set(
@@ -183,11 +205,9 @@ def query_set(
     answerable = relevant.any(axis=1)
     if not answerable.any():
         raise MvrError(f"{modality}: no query has a same-label video outside its own group to find")
-    chance = float(np.mean(relevant.sum(axis=1)[answerable] / (~excluded).sum(axis=1)[answerable]))
     return QuerySet(vectors={space: matrix[asked] for space, matrix in query_pool.matrices.items()},
                     ranked=ranked_pool, labels=query_labels, rows=asked if protocol != "queries" else
-                    np.full(asked.size, -1), excluded=excluded, relevant=relevant, answerable=answerable,
-                    chance=chance)
+                    np.full(asked.size, -1), excluded=excluded, relevant=relevant, answerable=answerable)
 
 
 def score_queries(found: QuerySet, metric: str, fusion: Fusion | None, k: int,
@@ -261,7 +281,7 @@ def score_candidates(
     found = query_set(pool, videos, modality, protocol, queries)
     scored_labels = found.labels[found.answerable]
     return [summarise(score_queries(found, metric, fusion, k).subset(found.answerable), scored_labels, modality,
-                      metric, k, found.chance)
+                      metric, k, found.chance(k))
             for metric in metrics]
 
 

@@ -304,7 +304,8 @@ class EvaluationRow(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    method: str = Field("mvr", description="mvr, or study: the study's own method measured on the same data")
+    method: str = Field("mvr", description="mvr; study: the study's own method measured on the same data; tuned:"
+                                           " the tuned fusion, cross-validated; adaptive: the query-adaptive fusion")
     modality: str
     metric: str
     precision: float | None = Field(description="precision@k; null when degenerate")
@@ -312,6 +313,26 @@ class EvaluationRow(BaseModel):
     queries: int | None = None
     degenerate: bool = Field(False, description="the metric tied every candidate of every query")
     labels: dict[str, float | None] | None = Field(None, description="precision@k of each label's queries")
+    chance: float | None = Field(None, description="precision@k of a random ranking under the same protocol")
+    tied_at_cut: int = Field(0, description="queries whose k-th result tied with a candidate left out")
+    default: bool = Field(False, description="this row measures what mvr searches by default on this catalog")
+
+
+class EvaluationFold(BaseModel):
+    """One cross-validation fold of the tuned fusion: what was tuned without its queries."""
+
+    queries: int
+    weights: dict[str, float]
+    metrics: dict[str, str]
+    tuned: bool = Field(description="false: too few labels in the other folds, equal weights kept")
+    training_score: float | None = Field(None, description="precision@k on the videos tuned on (in-sample)")
+
+
+class EvaluationTuned(BaseModel):
+    """The tuned fusion, scored only by cross-validation over groups (:mod:`mvr.evaluation.crossval`)."""
+
+    result: EvaluationRow
+    folds: list[EvaluationFold]
 
 
 class EvaluationOut(BaseModel):
@@ -323,7 +344,16 @@ class EvaluationOut(BaseModel):
     protocol: str
     created: str | None = Field(None, description="when the evaluation ran (UTC, ISO 8601)")
     videos: int | None = Field(None, description="videos in the catalog at the time")
+    queries: str | None = Field(None, description="with protocol 'queries': the catalog the queries came from")
+    defaults: dict[str, dict[str, str]] | None = Field(
+        None, description="each method's own metric per search target (method -> target -> metric)")
+    fusion: dict[str, str | dict[str, float]] | None = Field(
+        None, description="each method's fusion, and mvr's equal weights")
+    catalog_tuned: bool = Field(False, description="the catalog was tuned (mvr tune): its fused default is the"
+                                                   " tuned fusion")
     results: list[EvaluationRow]
+    tuned: EvaluationTuned | None = Field(None, description="the tuned fusion, cross-validated (loo only)")
+    adaptive: EvaluationRow | None = Field(None, description="the query-adaptive fusion (loo only)")
 
 
 class MapPointOut(BaseModel):
