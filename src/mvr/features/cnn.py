@@ -15,11 +15,14 @@ The backbone is pluggable (:func:`get_backbone`); the default is EfficientNet-Li
 fewer operations per picture than ResNet-152 (0.4 against 11.5 GFLOPs).
 
 The network itself runs in :mod:`mvr.features.runtime` (:class:`~mvr.features.runtime.CnnModel`), on ONNX
-Runtime or torch; this module describes the backbones and turns a video into its vector.
+Runtime or torch; this module describes the backbones and turns a video into its vector. torch, torchvision and
+``efficientnet_lite_pytorch`` are the ``torch`` extra: EfficientNet-Lite0 on ONNX Runtime needs none of them
+(:mod:`mvr.features.efficientnet_onnx` builds its graph), ResNet-152 and the torch runtime do.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -28,12 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mvr import media
 from mvr.errors import MediaError, MvrError
+from mvr.features.efficientnet_onnx import efficientnet_lite0_onnx
 from mvr.progress import note, stderr_is_terminal
 
 if TYPE_CHECKING:  # annotations only: the runtime imports this module for Backbone
@@ -214,6 +219,9 @@ class _Spec:
     # First 8 hex digits of a weights file's SHA-256 (as in torchvision's file names) -> name in the extractor.
     known_weights: dict[str, str]
     build: Callable[[], Any]  # returns the torch module, without weights, classifier removed
+    # Builds the ONNX graph from the weights file without torch (mvr.features.efficientnet_onnx's signature);
+    # None: torch exports it.
+    build_onnx: Callable[..., Any] | None
     # find_weights(download, torch_hub_dir) -> the default weights file; raises MvrError saying what to do when
     # there is none.
     find_weights: Callable[[bool, Path | None], Path]
@@ -298,11 +306,25 @@ def _backbone(name: str, weights: Path) -> Backbone:
                     weights=weights, _spec=spec, _sha256=digest)
 
 
-def _build_efficientnet_lite0() -> Any:
-    import torch
-    from efficientnet_lite_pytorch import EfficientNet
+def import_torch_package(module: str, purpose: str) -> ModuleType:
+    """Import ``module`` (torch, or a package built on it, of the ``torch`` extra).
 
-    model = EfficientNet.from_name("efficientnet-lite0")
+    Raises
+    ------
+    MvrError
+        When it is not installed: one line naming ``purpose`` (what needs it) and how to install it.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MvrError(f"{purpose} needs {module}: pip install 'mvr[torch]'") from None
+
+
+def _build_efficientnet_lite0() -> Any:
+    torch = import_torch_package("torch", _LITE0_ON_TORCH)
+    lite = import_torch_package("efficientnet_lite_pytorch", _LITE0_ON_TORCH)
+
+    model = lite.EfficientNet.from_name("efficientnet-lite0")
     # forward() = conv features -> global average pool -> dropout -> classifier; without the classifier it
     # returns the 1280-d pooled features (dropout does nothing in eval mode).
     model._fc = torch.nn.Identity()
@@ -318,8 +340,8 @@ def _efficientnet_lite0_weights(download: bool, torch_hub_dir: Path | None) -> P
 
 
 def _build_resnet152() -> Any:
-    import torch
-    import torchvision
+    torch = import_torch_package("torch", "resnet152")
+    torchvision = import_torch_package("torchvision", "resnet152")
 
     model = torchvision.models.resnet152(weights=None)
     model.fc = torch.nn.Identity()  # the study's 151 layers: global-pooled 2048-d features
@@ -338,14 +360,13 @@ def _resnet152_weights(download: bool, torch_hub_dir: Path | None) -> Path:
             f" or pass a weights file (--weights)")
     if not download:
         raise MvrError(hint)
+    torch = import_torch_package("torch", "resnet152")  # first: without torch the weights would be of no use
     try:
         import urllib.request  # here: it costs tens of milliseconds at start-up
 
         # A short probe first: torch.hub's download has no timeout and would hang on a network that drops packets.
         with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=_DOWNLOAD_PROBE_TIMEOUT_S):
             pass
-        import torch
-
         note(f"resnet152: downloading its ImageNet weights (230 MB, once) from {url} to {target}")
         target.parent.mkdir(parents=True, exist_ok=True)
         # Checked against the hash prefix in the file name; written to a temporary name first, then moved. torch's
@@ -369,6 +390,10 @@ def _torch_hub_dir() -> Path:
 _RESNET152_URLS = ("https://download.pytorch.org/models/resnet152-394f9c45.pth",
                    "https://download.pytorch.org/models/resnet152-f82ba261.pth")
 
+# What needs EfficientNet-Lite0's torch module: the torch runtime (MVR_CNN_RUNTIME=torch, or the fallback when ONNX
+# Runtime fails) and the test oracle.
+_LITE0_ON_TORCH = "efficientnet-lite0 on the torch runtime"
+
 _IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -378,13 +403,14 @@ _REGISTRY: dict[str, _Spec] = {
     "efficientnet-lite0": _Spec(
         dims=1280, input_size=224, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0),
         known_weights={"57934424": "imagenet"},
-        build=_build_efficientnet_lite0, find_weights=_efficientnet_lite0_weights,
+        build=_build_efficientnet_lite0, build_onnx=efficientnet_lite0_onnx,
+        find_weights=_efficientnet_lite0_weights,
     ),
     # torchvision's ImageNet weights: 224 x 224 inputs normalised with ImageNet's per-channel mean and std.
     "resnet152": _Spec(
         dims=2048, input_size=224, mean=_IMAGENET_MEAN, std=_IMAGENET_STD,
         known_weights={"394f9c45": "imagenet1k-v1", "f82ba261": "imagenet1k-v2"},
-        build=_build_resnet152, find_weights=_resnet152_weights,
+        build=_build_resnet152, build_onnx=None, find_weights=_resnet152_weights,
     ),
 }
 

@@ -2,15 +2,17 @@
 
 ONNX Runtime embedded keyframes 1.3 to 3.7 times faster than torch on 2 busy cores (``benchmarks/bench_video.py``),
 and once a backbone is exported it needs no ``torch`` import at all, which saves a second or two at start-up. Each
-backbone, with its weights, is exported once by torch to ``<cache>/onnx/<name>-<weights sha256>-<export
-version>.onnx``; the file is written under a temporary name and then renamed, so that parallel index workers never
-read half a file. Both runtimes compute the same function (the normalisation is part of the exported graph) and
-agree to about 2e-6 of the largest feature, so their vectors share one extractor string and can be mixed in a
-catalog. When ONNX Runtime or the export fails, a one-line warning goes to stderr and torch runs instead.
+backbone, with its weights, is exported once to ``<cache>/onnx/<name>-<weights sha256>-<export version>.onnx``:
+EfficientNet-Lite0's graph is built from its weights file without torch (:mod:`mvr.features.efficientnet_onnx`),
+ResNet-152 is exported by torch (the ``torch`` extra). The file is written under a temporary name and then renamed,
+so that parallel index workers never read half a file. Both runtimes compute the same function (the normalisation
+is part of the exported graph) and agree to about 2e-6 of the largest feature, so their vectors share one extractor
+string and can be mixed in a catalog. When ONNX Runtime or the export fails, a one-line warning goes to stderr and
+torch runs instead (where torch is installed; otherwise a one-line error says how to install it).
 
 A model belongs to whoever made it (an extractor, a worker process, the web service): nothing here is shared
-through module state. ``torch`` is imported only when a model is first loaded or exported, so that audio-only
-work starts fast.
+through module state. ``torch`` is imported only when a model is first loaded on torch or exported by it, so that
+audio-only work starts fast.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from mvr.config import RuntimeSettings
 from mvr.errors import MvrError
-from mvr.features.cnn import Backbone
+from mvr.features.cnn import Backbone, import_torch_package
 from mvr.progress import note
 
 # Part of the exported file's name: bump it whenever the exported graph changes (opset, inputs, wrapper), so that
@@ -128,9 +130,10 @@ class CnnModel:
         its weights expect and returns their ``(N, dims)`` features.
         """
         if self._torch_model is None:
-            import torch
-
             backbone = self.backbone
+            # Torch is the only way to run ResNet-152 or export it; EfficientNet-Lite0 needs it only on torch.
+            purpose = backbone.name if backbone._spec.build_onnx is None else f"{backbone.name} on the torch runtime"
+            torch = import_torch_package("torch", purpose)
             torch.set_num_threads(self.settings.threads)
             # Built without memory ("meta" tensors), then given the file's tensors: initialising ResNet-152's
             # 60 M random parameters only to overwrite them would cost a second. strict=True guarantees that
@@ -165,7 +168,7 @@ class CnnModel:
             options.log_severity_level = 3  # errors only: notes on graph optimisation are not the user's concern
             return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except MvrError:
-            raise  # unusable weights: torch would fail the same way
+            raise  # unusable weights (torch would fail the same way), or no torch for an export that needs it
         except Exception as exc:  # a missing package, a failed export, a full disk: torch still works
             note(f"mvr: warning: ONNX Runtime not used for {self.backbone.extractor} ({type(exc).__name__}:"
                  f" {_first_line(exc)}); running torch instead")
@@ -174,26 +177,36 @@ class CnnModel:
     def _export(self, path: Path) -> None:
         """Export the backbone with its normalisation to ONNX at ``path``, batch size left free (lock held).
 
-        The file is written under a temporary name in the same folder and then renamed (atomic on POSIX), so that
-        another process sees either no file or the whole file; two processes exporting at once write the same
-        model.
+        Built from the weights without torch where the backbone can be (``build_onnx``), by torch's exporter
+        otherwise. The file is written under a temporary name in the same folder and then renamed (atomic on POSIX),
+        so that another process sees either no file or the whole file; two processes exporting at once write the
+        same model.
         """
         note(f"{self.backbone.name}: exporting the network for ONNX Runtime (once, a few seconds) to {path}")
-        torch, model = self._load_torch()
+        spec = self.backbone._spec
         path.parent.mkdir(parents=True, exist_ok=True)
         staged = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
-            size = self.backbone.input_size
-            example = torch.zeros((1, size, size, 3), dtype=torch.uint8)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the exporter's notes on constant folding and tracing
-                torch.onnx.export(model, (example,), staged, input_names=[_ONNX_INPUT],
-                                  output_names=[_ONNX_OUTPUT],
-                                  dynamic_axes={_ONNX_INPUT: {0: "batch"}, _ONNX_OUTPUT: {0: "batch"}},
-                                  opset_version=_ONNX_OPSET, dynamo=False)
+            if spec.build_onnx is not None:
+                model = spec.build_onnx(self.backbone.weights, mean=spec.mean, std=spec.std, input_name=_ONNX_INPUT,
+                                        output_name=_ONNX_OUTPUT, opset=_ONNX_OPSET)
+                staged.write_bytes(model.SerializeToString())
+            else:
+                self._torch_export(staged)
             os.replace(staged, path)
         finally:
             staged.unlink(missing_ok=True)
+
+    def _torch_export(self, path: Path) -> None:
+        """Export the torch model (:meth:`_load_torch`) to ONNX at ``path`` with torch's exporter (lock held)."""
+        torch, model = self._load_torch()
+        size = self.backbone.input_size
+        example = torch.zeros((1, size, size, 3), dtype=torch.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on constant folding and tracing
+            torch.onnx.export(model, (example,), path, input_names=[_ONNX_INPUT], output_names=[_ONNX_OUTPUT],
+                              dynamic_axes={_ONNX_INPUT: {0: "batch"}, _ONNX_OUTPUT: {0: "batch"}},
+                              opset_version=_ONNX_OPSET, dynamo=False)
 
 
 def _normalised(torch: Any, model: Any, backbone: Backbone) -> Any:
