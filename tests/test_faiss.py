@@ -9,7 +9,7 @@ from scipy.spatial.distance import cdist
 
 from mvr.errors import UsageError
 from mvr.index.base import METRICS
-from mvr.index.faiss import FAISS_METRICS, FLAT_MAX_WORK, SCALAR_FLAT_MAX_WORK, FaissSearcher
+from mvr.index.faiss import FAISS_METRICS, FLAT_MAX_WORK, LAYOUT, SCALAR_FLAT_MAX_WORK, FaissSearcher
 
 K = 5
 
@@ -82,13 +82,15 @@ def test_auto_chooses_flat_then_hnsw_at_the_measured_thresholds():
     generator = np.random.default_rng(2)
     rows, seeds = clustered(SCALAR_FLAT_MAX_WORK // 136 + 1, 136, generator)
     ids = np.arange(len(rows))
-    # FAISS's SIMD metrics scan these rows flat; its scalar ones (Bray-Curtis) already pay for a graph.
+    # FAISS's SIMD metrics scan these rows flat (Bray-Curtis too: its shortlist is L2's); its scalar ones
+    # (Canberra) already pay for a graph.
     assert FLAT_MAX_WORK > rows.size and FaissSearcher.build(ids, rows, "euclidean").kind == "flat"
-    searcher = FaissSearcher.build(ids, rows, "braycurtis")
+    assert FaissSearcher.build(ids, rows, "braycurtis").kind == "flat"
+    searcher = FaissSearcher.build(ids, rows, "canberra")
     assert searcher.kind == "hnsw"
     queries, _ = clustered(30, 136, generator, seeds=seeds)
-    assert recall(exact(queries, ids, rows, "braycurtis")[1], searcher.search(queries, K)[1]) >= 0.97
-    assert FaissSearcher.build(ids[:100], rows[:100], "braycurtis").kind == "flat"
+    assert recall(exact(queries, ids, rows, "canberra")[1], searcher.search(queries, K)[1]) >= 0.97
+    assert FaissSearcher.build(ids[:100], rows[:100], "canberra").kind == "flat"
 
 
 @pytest.mark.parametrize("kind,metric", [("hnsw", "cosine"), ("ivfpq", "correlation"), ("flat", "euclidean")])
@@ -202,7 +204,7 @@ def test_a_folder_of_another_layout_or_cut_short_is_not_loaded(tmp_path, narrow)
     with open(tmp_path / "v" / "vectors-0.f32", "ab") as handle:  # a vectors file of the wrong size
         handle.write(b"\0" * 16)
     assert FaissSearcher.load(tmp_path / "v") is None
-    record = (tmp_path / "v" / "meta.json").read_text().replace('"layout": 1', '"layout": 99')
+    record = (tmp_path / "v" / "meta.json").read_text().replace(f'"layout": {LAYOUT}', '"layout": 99')
     (tmp_path / "v" / "meta.json").write_text(record)
     assert FaissSearcher.saved_meta(tmp_path / "v") is None and FaissSearcher.load(tmp_path / "v") is None
 
