@@ -364,7 +364,8 @@ class FaissSearcher:
             raise ValueError(f"{metric}: IVF-PQ indexes euclidean-like spaces only")
         generator = np.random.default_rng(seed)
         fit = np.sort(generator.choice(n, min(n, _FIT_ROWS), replace=False)) if n else np.zeros(0, np.int64)
-        sample_slots = np.sort(generator.choice(n, min(n, SCALE_SAMPLE_ROWS), replace=False)).astype(np.int64)
+        # A generator of its own: the fit's draws (and so the principal axes) stay those recall was measured with.
+        sample_slots = np.sort(np.random.default_rng([seed, 1]).choice(n, min(n, SCALE_SAMPLE_ROWS), replace=False))
         with _THREADS.limit(limits=threads):
             pca = None
             sample_rows, sample_usable = _transform(vectors[fit], space)
@@ -386,8 +387,8 @@ class FaissSearcher:
                 moved, usable[start:start + _ADD_ROWS] = _transform(vectors[start:start + _ADD_ROWS], space)
                 index.add(moved if pca is None else pca.apply(moved))
         return cls(metric=metric, kind=kind, dims=dims, index=index, pca=pca, rows=rows, slot_ids=ids.copy(),
-                   dead=np.zeros(n, dtype=bool), usable=usable, sample_slots=sample_slots, fit_rows=n, auto=auto,
-                   threads=threads)
+                   dead=np.zeros(n, dtype=bool), usable=usable, sample_slots=sample_slots.astype(np.int64),
+                   fit_rows=n, auto=auto, threads=threads)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add rows under new ``ids`` (incremental: the fitted axes and index structure stay).
