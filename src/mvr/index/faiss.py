@@ -132,7 +132,8 @@ def shortlist_size(rows: int) -> int:
     back, at the price of a longer graph search (efSearch follows it). At 1M audio rows (FAISS's Bray-Curtis
     graph, warm cache) 100 / 200 / 400 rows gave recall@5 0.980 / 0.993 / 1.000 at 2.2 / 2.3 / 3.6 ms p50; with the
     L2 graph now used, 0.993 / 1.000 / 1.000 at 0.44 / 0.71 / 1.39 ms searched right after a two-thread build, but
-    0.980 at 2.2 ms with 200 in bench_faiss.py (one-thread build, reloaded): 200 is kept there, and
+    0.980 at 2.2 ms with 200 through :meth:`FaissSearcher.build` (one thread, chunked adds; docs/performance.md):
+    200 is kept there, and
     wide vectors rerank :data:`WIDE_SHORTLIST` times as many (400 at 1M, where issue 13 measured 300-500).
     """
     if rows <= 100_000:
