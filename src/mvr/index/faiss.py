@@ -386,9 +386,14 @@ class FaissSearcher:
             store_dtype = np.float16 if storage == "float16" else np.float32
             rows = _Rows([np.ascontiguousarray(vectors, dtype=store_dtype)], [None], store_dtype, dims)
             usable = np.zeros(n, dtype=bool)
+            added = np.empty((n, width), dtype=np.float32)
             for start in range(0, n, _ADD_ROWS):
                 moved, usable[start:start + _ADD_ROWS] = _transform(vectors[start:start + _ADD_ROWS], space)
-                index.add(moved if pca is None else pca.apply(moved))
+                added[start:start + _ADD_ROWS] = moved if pca is None else pca.apply(moved)
+            # One add: an HNSW graph built from 65,536-row adds lost neighbours at 1M audio rows (recall@5 0.98,
+            # 2.2 ms a query; one add: 1.0, 0.48 ms, docs/performance.md). The rows are transformed in chunks still.
+            index.add(added)
+            del added
         return cls(metric=metric, kind=kind, dims=dims, index=index, pca=pca, rows=rows, slot_ids=ids.copy(),
                    dead=np.zeros(n, dtype=bool), usable=usable, sample_slots=sample_slots.astype(np.int64),
                    fit_rows=n, auto=auto, threads=threads)
