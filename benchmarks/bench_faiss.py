@@ -5,8 +5,9 @@ plus noise of 15% of each dimension's spread), from synthetic seeds, so that no 
 136 numbers (8 clusters of seeds, braycurtis, mvr's audio default), visual 2,560 non-negative numbers (low-rank,
 like CNN features; cosine), and fused late fusion over both (cosine, mvr's fused default), ranked by
 :func:`mvr.retrieval.search.rank` with each space's searcher, as ``mvr query`` does: each space's shortlist, the
-union reranked with exact distances and z-scores from a fixed sample of the catalog. The reference is the exact
-scan: scipy's ``cdist`` over every row (for fused, ``rank`` without searchers).
+union reranked with exact distances and z-scores from each searcher's fixed sample of the catalog (saved with its
+index), the rows read from the saved indexes' memory-mapped float32 vectors files. The reference is the exact
+scan: scipy's ``cdist`` over every row (for fused, ``rank`` without searchers, over the same mapped rows).
 
 Each space's searcher is built as :func:`mvr.index.build.build_searcher` builds it, saved, and loaded again, so that
 its rerank reads the memory-mapped vectors file as a reopened catalog's does. Timed per query: one query a call
@@ -114,7 +115,7 @@ def main() -> None:
         qpairs = (generator.integers(50, size=args.queries), generator.integers(50, size=args.queries),
                   generator.uniform(0, .5, args.queries))
         ids = np.arange(size, dtype=np.int64)
-        built, folders, queries, matrices = {}, {}, {}, {}
+        built, folders, queries = {}, {}, {}
         for space in args.spaces:
             dims, metric, non_negative = SPACES[space]
             seed = seeds(dims, non_negative, generator)
@@ -140,13 +141,12 @@ def main() -> None:
                 "peak_rss_mib": round(peak_rss_mib()),
             }
             built[space] = searcher
-            if not args.no_fused:
-                matrices[space] = rows
             del rows
             print(size, space, results[f"{size}/{space}"], file=sys.stderr, flush=True)
         if not args.no_fused and len(built) == len(SPACES):
-            # The pool holds float64 matrices, as SearcherCache.pool does: rank's rerank and the reference read them.
-            pool = Pool(ids=ids, matrices={space: matrices.pop(space).astype(np.float64) for space in SPACES})
+            # The pool maps each saved index's float32 vectors file, as SearcherCache.pool does for a large catalog:
+            # the shortlists' rerank reads their rows, the exhaustive reference scans it in chunks.
+            pool = Pool(ids=ids, matrices={space: FaissSearcher.load_vectors(folders[space])[1] for space in SPACES})
             fusion = Fusion("late", {space: 0.5 for space in SPACES})
             searchers = {space: FaissSearcher.load(folders[space], threads=args.threads)
                          for space in SPACES}

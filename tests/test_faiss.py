@@ -1,15 +1,20 @@
-"""FaissSearcher against the exact scipy scan: recall, exact distances, persistence, staleness, tombstones; the
-catalog's saved index following the catalog."""
+"""FaissSearcher against the exact scipy scan: recall, exact distances, persistence, staleness, tombstones, the
+scale sample saved with the index; a large catalog's pool read from the saved index's mapped vectors."""
 
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
 from mvr.errors import UsageError
-from mvr.index.base import METRICS
-from mvr.index.faiss import FAISS_METRICS, FLAT_MAX_WORK, SCALAR_FLAT_MAX_WORK, FaissSearcher
+from mvr.index.base import METRICS, SCALE_SAMPLE_ROWS
+from mvr.index.exact import ExactSearcher
+from mvr.index.faiss import FAISS_METRICS, FLAT_MAX_WORK, LAYOUT, SCALAR_FLAT_MAX_WORK, FaissSearcher
+from mvr.retrieval.fusion import Fusion, Pool
+from mvr.retrieval.search import SearcherCache, rank
+from mvr.store import Catalog, NewVideo
 
 K = 5
 
@@ -82,13 +87,15 @@ def test_auto_chooses_flat_then_hnsw_at_the_measured_thresholds():
     generator = np.random.default_rng(2)
     rows, seeds = clustered(SCALAR_FLAT_MAX_WORK // 136 + 1, 136, generator)
     ids = np.arange(len(rows))
-    # FAISS's SIMD metrics scan these rows flat; its scalar ones (Bray-Curtis) already pay for a graph.
+    # FAISS's SIMD metrics scan these rows flat (Bray-Curtis too: its shortlist is L2's); its scalar ones
+    # (Canberra) already pay for a graph.
     assert FLAT_MAX_WORK > rows.size and FaissSearcher.build(ids, rows, "euclidean").kind == "flat"
-    searcher = FaissSearcher.build(ids, rows, "braycurtis")
+    assert FaissSearcher.build(ids, rows, "braycurtis").kind == "flat"
+    searcher = FaissSearcher.build(ids, rows, "canberra")
     assert searcher.kind == "hnsw"
     queries, _ = clustered(30, 136, generator, seeds=seeds)
-    assert recall(exact(queries, ids, rows, "braycurtis")[1], searcher.search(queries, K)[1]) >= 0.97
-    assert FaissSearcher.build(ids[:100], rows[:100], "braycurtis").kind == "flat"
+    assert recall(exact(queries, ids, rows, "canberra")[1], searcher.search(queries, K)[1]) >= 0.97
+    assert FaissSearcher.build(ids[:100], rows[:100], "canberra").kind == "flat"
 
 
 @pytest.mark.parametrize("kind,metric", [("hnsw", "cosine"), ("ivfpq", "correlation"), ("flat", "euclidean")])
@@ -202,7 +209,7 @@ def test_a_folder_of_another_layout_or_cut_short_is_not_loaded(tmp_path, narrow)
     with open(tmp_path / "v" / "vectors-0.f32", "ab") as handle:  # a vectors file of the wrong size
         handle.write(b"\0" * 16)
     assert FaissSearcher.load(tmp_path / "v") is None
-    record = (tmp_path / "v" / "meta.json").read_text().replace('"layout": 1', '"layout": 99')
+    record = (tmp_path / "v" / "meta.json").read_text().replace(f'"layout": {LAYOUT}', '"layout": 99')
     (tmp_path / "v" / "meta.json").write_text(record)
     assert FaissSearcher.saved_meta(tmp_path / "v") is None and FaissSearcher.load(tmp_path / "v") is None
 
@@ -214,3 +221,89 @@ def test_float16_storage_halves_the_rows_and_keeps_the_neighbours(tmp_path, narr
     assert (tmp_path / "half" / "vectors-0.f16").stat().st_size == rows.size * 2
     found = FaissSearcher.load(tmp_path / "half").search(queries, K)[1]
     assert recall(exact(queries, ids, rows, "cosine")[1], found) >= 0.95
+
+
+def test_the_scale_sample_is_fixed_saved_with_the_index_and_follows_tombstones(tmp_path, narrow):
+    ids, rows, _ = narrow
+    searcher = FaissSearcher.build(ids, rows, "braycurtis", kind="hnsw")
+    sample_ids, sample_rows = searcher.sample()
+    assert sample_ids.size == min(len(ids), SCALE_SAMPLE_ROWS) < len(ids)
+    assert np.unique(sample_ids).size == sample_ids.size
+    # The sample's rows are the catalog's own numbers, as float64; a build of the same rows draws the same sample.
+    np.testing.assert_array_equal(sample_rows, rows[np.searchsorted(ids, sample_ids)].astype(np.float64))
+    np.testing.assert_array_equal(FaissSearcher.build(ids, rows, "braycurtis", kind="hnsw").sample()[0], sample_ids)
+    searcher.save(tmp_path / "a", meta={})
+    reopened = FaissSearcher.load(tmp_path / "a")
+    np.testing.assert_array_equal(reopened.sample()[0], sample_ids)
+    np.testing.assert_array_equal(reopened.sample()[1], sample_rows)
+    # Tombstoned videos leave the sample (and a reload keeps them out).
+    reopened.remove(sample_ids[:10])
+    np.testing.assert_array_equal(reopened.sample()[0], sample_ids[10:])
+    reopened.save(tmp_path / "a", meta={})
+    np.testing.assert_array_equal(FaissSearcher.load(tmp_path / "a").sample()[0], sample_ids[10:])
+
+
+def test_braycurtis_through_an_l2_graph_equals_the_exact_scan():
+    # Above the flat scan's size: an HNSW graph on L2 (SIMD) shortlists, the rerank is scipy's Bray-Curtis.
+    generator = np.random.default_rng(6)
+    rows, seeds = clustered(FLAT_MAX_WORK // 136 + 4000, 136, generator)
+    queries, _ = clustered(30, 136, generator, seeds=seeds)
+    ids = np.arange(len(rows), dtype=np.int64) + 5
+    searcher = FaissSearcher.build(ids, rows, "braycurtis")
+    assert searcher.kind == "hnsw" and searcher._index.metric_type == faiss.METRIC_L2
+    got = searcher.search(queries.astype(np.float64), K)
+    expected = ExactSearcher(ids, rows, "braycurtis").search(queries.astype(np.float64), K)
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[0], expected[0])
+
+
+def fused_catalog(folder, count: int, generator: np.random.Generator) -> dict[str, np.ndarray]:
+    """A catalog of ``count`` videos with audio (24 numbers) and visual (640) vectors, through the store; returns
+    each space's vectors, in id order (ids 1 to ``count``)."""
+    vectors = {"audio": clustered(count, 24, generator)[0],
+               "visual": clustered(count, 640, generator, non_negative=True)[0]}
+    media_file = folder / "clip.mp4"
+    media_file.write_bytes(b"clip")
+    with Catalog.open(folder / "cat") as catalog:
+        for number in range(count):
+            catalog.add(NewVideo(content_hash=f"{number:064x}", source=f"video-{number}", media_file=media_file,
+                                 title=f"video {number}", duration=1.0,
+                                 vectors={space: (f"{space}-v1", rows[number]) for space, rows in vectors.items()}))
+    return vectors
+
+
+def test_a_large_spaces_pool_reads_the_saved_index_rows_not_a_float64_copy(tmp_path):
+    generator = np.random.default_rng(8)
+    vectors = fused_catalog(tmp_path, 700, generator)
+    held = np.arange(1, 701)
+    query = {space: rows[-1].astype(np.float64) + 0.01 for space, rows in vectors.items()}
+    fusion = Fusion("late", {"audio": 0.5, "visual": 0.5})
+    with Catalog.open(tmp_path / "cat") as catalog:
+        # Before any index is saved: the catalog's float32 rows (a small catalog's would be float64).
+        assert SearcherCache(min_rows=500).pool(catalog, ("audio",)).matrices["audio"].dtype == np.float32
+        assert SearcherCache(min_rows=1000).pool(catalog, ("audio",)).matrices["audio"].dtype == np.float64
+        first = SearcherCache(min_rows=500)
+        for space in vectors:
+            assert isinstance(first.searcher(catalog, space, "cosine"), FaissSearcher)  # built and saved
+        # A new process's cache: both spaces mapped from the saved indexes' vectors files, the catalog's numbers.
+        later = SearcherCache(min_rows=500)
+        pool = later.pool(catalog, ("audio", "visual"))
+        np.testing.assert_array_equal(pool.ids, held)
+        for space, rows in vectors.items():
+            assert isinstance(pool.matrices[space], np.memmap) and pool.matrices[space].dtype == np.float32
+            np.testing.assert_array_equal(pool.matrices[space], rows)
+        searchers = {space: later.searcher(catalog, space, "cosine") for space in vectors}
+        # Ranking from the mapped rows: the exhaustive fusion equals the one over float64 copies, bit for bit, and
+        # the shortlists find it.
+        copies = Pool(ids=held, matrices={space: rows.astype(np.float64) for space, rows in vectors.items()})
+        exhaustive = rank(query, pool, "cosine", fusion=fusion, k=5, exclude={700})
+        reference = rank(query, copies, "cosine", fusion=fusion, k=5, exclude={700})
+        np.testing.assert_array_equal(exhaustive.ids, reference.ids)
+        np.testing.assert_array_equal(exhaustive.distances, reference.distances)
+        assert 700 not in exhaustive.ids
+        shortlisted = rank(query, pool, "cosine", fusion=fusion, k=5, exclude={700}, searchers=searchers)
+        assert len(set(shortlisted.ids.tolist()) & set(reference.ids.tolist())) >= 4 and 700 not in shortlisted.ids
+        single = rank({"visual": query["visual"]}, later.pool(catalog, ("visual",)), "cosine",
+                      searchers={"visual": searchers["visual"]})
+        expected = ExactSearcher(held, vectors["visual"], "cosine").search(query["visual"], 5)
+        np.testing.assert_array_equal(single.ids, expected[1][0])

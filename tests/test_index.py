@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mvr.index import faiss as faiss_index
 from mvr.index.base import top_k
 from mvr.index.build import FAISS_MIN_ROWS, build_searcher, reindex
 from mvr.index.exact import ExactSearcher
 from mvr.index.faiss import FaissSearcher
-from mvr.retrieval import search
 from mvr.retrieval.fusion import Fusion, Pool
 from mvr.retrieval.search import SearcherCache, rank
 from mvr.store import Catalog, NewVideo
@@ -85,8 +85,8 @@ def test_rows_are_padded_when_fewer_than_k_have_a_distance() -> None:
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_fused_search_at_scale_finds_the_exhaustive_neighbours(vectors: dict[str, np.ndarray], metric: str,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    # The shortlists take over from the scale sample's size on: here the sample is every row.
-    monkeypatch.setattr(search, "_SCALE_SAMPLE_ROWS", ROWS)
+    # The searchers' scale samples hold every row here: the shortlist's scores are then the exhaustive ones.
+    monkeypatch.setattr(faiss_index, "SCALE_SAMPLE_ROWS", ROWS)
     pool = Pool(ids=np.arange(ROWS, dtype=np.int64),
                 matrices={space: matrix[:ROWS] for space, matrix in vectors.items()})
     searchers = {space: build_searcher(pool.ids, matrix, metric) for space, matrix in pool.matrices.items()}

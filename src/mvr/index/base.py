@@ -25,6 +25,12 @@ METRICS = (
 Exclusions = Sequence[Collection[int]] | None
 """Per query, the ids it must never get back (itself, its near-copies); None: none."""
 
+SCALE_SAMPLE_ROWS = 1024
+"""Rows of a searcher's fixed random sample (:meth:`Searcher.sample`), whose distances to a query estimate the mean
+and spread of its distances to the whole catalog (a fused search's z-scores). The mean's error shifts every
+candidate of a space alike; only the spread's relative error, about ``1 / sqrt(2 m)`` (2% here), moves the spaces'
+weights against each other (docs/performance.md measures the fused top 5 against the exhaustive one)."""
+
 
 class Searcher(Protocol):
     """Nearest neighbours among one set of vectors, for one metric.
@@ -59,6 +65,11 @@ class Searcher(Protocol):
         ids : np.ndarray
             int64 ``(q, k)``; -1 where padded.
         """
+        ...
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """A fixed random sample of the vectors held (:data:`SCALE_SAMPLE_ROWS` of them, or all), the same on every
+        call: ids int64 ``(m,)`` and rows float64 ``(m, d)``."""
         ...
 
 

@@ -75,6 +75,26 @@ def index_meta(catalog: Catalog, space: str) -> dict:
     return {"generation": catalog.generation(), "extractor": catalog.setting(f"extractor.{space}")}
 
 
+def saved_vectors(catalog: Catalog, space: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A catalog space's vectors as a current saved index holds them (one saved at the catalog's generation with
+    the space's extractor), without reading them from the catalog: ids int64 ``(n,)`` ascending and float32 rows
+    ``(n, d)``, memory-mapped from the index's vectors file (:meth:`mvr.index.faiss.FaissSearcher.load_vectors`).
+    None when no saved index is current (FAISS is imported only when a folder exists)."""
+    folders = sorted(path for path in (catalog.root / INDEX_FOLDER).glob(f"{space}-*")
+                     if path.name.removeprefix(f"{space}-") in METRICS)
+    if not folders or importlib.util.find_spec("faiss") is None:
+        return None
+    faiss_searcher = searcher_class("faiss")
+    meta = index_meta(catalog, space)
+    for folder in folders:
+        saved = faiss_searcher.saved_meta(folder)
+        if saved is not None and all(saved.get(key) == value for key, value in meta.items()):
+            found = faiss_searcher.load_vectors(folder)
+            if found is not None:
+                return found
+    return None
+
+
 def catalog_searcher(catalog: Catalog, space: str, ids: np.ndarray, matrix: np.ndarray, metric: str, *,
                      exact: bool = False, threads: int = 1, min_rows: int = FAISS_MIN_ROWS) -> Searcher:
     """The searcher of a catalog's ``space`` vectors: for a FAISS one, the index saved beside the catalog.

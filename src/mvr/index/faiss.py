@@ -18,8 +18,11 @@ Each metric is searched in the space where FAISS has its ranking (:data:`FAISS_M
 
 * ``euclidean``: the rows as they are, squared L2;
 * ``cosine``: rows divided by their norms, inner product; ``correlation``: rows minus their own mean, then the same;
-* ``cityblock``, ``chebyshev``, ``canberra``, ``braycurtis``, ``jensenshannon``: FAISS's own L1, L-infinity,
-  Canberra, Bray-Curtis and Jensen-Shannon on the rows (narrow vectors only). Two differ from scipy's definitions
+* ``braycurtis``: squared L2 on the rows as they are, a stand-in: FAISS's own Bray-Curtis is scalar code, and an
+  L2 graph (SIMD) shortlists as well for the exact rerank (recall@5 1.0 at 100k and 1M synthetic audio rows, a
+  third of the graph search's time and a tenth of its build, docs/performance.md);
+* ``cityblock``, ``chebyshev``, ``canberra``, ``jensenshannon``: FAISS's own L1, L-infinity, Canberra and
+  Jensen-Shannon on the rows (narrow vectors only). Two differ from scipy's definitions
   and are adapted so that the ranking agrees: Canberra's ``0/0`` terms and Jensen-Shannon's ``0 log 0`` are NaN in
   FAISS and 0 in scipy, so exact zeros are moved to a tiny number (1e-30); scipy's Jensen-Shannon divides each row
   by its sum and takes a square root, so rows are divided by their sums (the root does not change the order);
@@ -36,6 +39,12 @@ The rerank reads its rows from the stored matrix, memory-mapped once saved (``ve
 the float16-rounded vectors), so a query touches only the rows it reranks. Rows are added incrementally; removed
 ones are tombstones that FAISS's ID selector keeps out of the shortlist; :attr:`FaissSearcher.needs_rebuild` says
 when to build again (the catalog has doubled since the fit, or a tenth of the rows are tombstones).
+:meth:`FaissSearcher.load_vectors` maps a saved folder's rows alone, in id order, for whoever needs the catalog's
+vectors without the float64 copy (:meth:`mvr.retrieval.search.SearcherCache.pool`).
+
+Each build draws a fixed random sample of :data:`mvr.index.base.SCALE_SAMPLE_ROWS` rows, saved with the index
+(:meth:`FaissSearcher.sample`): a fused search on a large catalog takes each space's z-score statistics from the
+query's distances to it, the same rows on every query and after a reload.
 
 FAISS bundles its own OpenMP and OpenBLAS: every FAISS call is held to ``threads`` through one
 :class:`threadpoolctl.ThreadpoolController`, found once, because ``threadpool_limits()`` searches the loaded
@@ -58,10 +67,11 @@ import numpy as np
 from scipy.spatial.distance import cdist
 from threadpoolctl import ThreadpoolController
 
-from mvr.index.base import Exclusions, check_metric, top_k
+from mvr.index.base import SCALE_SAMPLE_ROWS, Exclusions, check_metric, top_k
 
-LAYOUT = 1
-"""Version of the saved folder's layout; a folder of another version is never loaded."""
+LAYOUT = 2
+"""Version of the saved folder's layout; a folder of another version is never loaded (2: the scale sample, and
+Bray-Curtis shortlisted by L2)."""
 
 FAISS_METRICS = {
     # scipy name: (space of the rows, FAISS metric there)
@@ -71,7 +81,7 @@ FAISS_METRICS = {
     "cityblock": ("raw", faiss.METRIC_L1),
     "chebyshev": ("raw", faiss.METRIC_Linf),
     "canberra": ("canberra", faiss.METRIC_Canberra),
-    "braycurtis": ("raw", faiss.METRIC_BrayCurtis),
+    "braycurtis": ("raw", faiss.METRIC_L2),  # a stand-in for the rerank: see the module's docstring
     "jensenshannon": ("distribution", faiss.METRIC_JensenShannon),
 }
 """The metrics of :data:`mvr.index.base.METRICS` a FAISS index can shortlist for; the others are scanned."""
@@ -86,9 +96,9 @@ PCA_RANK = 128
 FLAT_MAX_WORK = 20_000 * 136
 """Largest ``rows x dims`` scanned exactly: 0.33 ms a query at 20,000 x 136 on one core, where HNSW took 0.10 ms
 (and 1 s to build); at 50,000 rows the scan took 1.7 ms against HNSW's 0.17 ms (faiss-cpu 1.15.1)."""
-SCALAR_METRICS = ("canberra", "braycurtis", "jensenshannon")
-"""FAISS computes these without SIMD: its flat Bray-Curtis scan took 1.8 ms at 8,000 x 136 where HNSW took 0.5 ms
-with the rerank (0.4 s to build)."""
+SCALAR_METRICS = ("canberra", "jensenshannon")
+"""FAISS computes these without SIMD: its flat Bray-Curtis scan (the same scalar loop) took 1.8 ms at 8,000 x 136
+where HNSW took 0.5 ms with the rerank (0.4 s to build)."""
 SCALAR_FLAT_MAX_WORK = 2_000 * 136
 IVFPQ_MIN_ROWS = 500_000
 """Wide catalogs this large get IVF-PQ codes (32 bytes a row) rather than an HNSW graph over float32 projections."""
@@ -119,8 +129,11 @@ def shortlist_size(rows: int) -> int:
     """Rows reranked exactly for a catalog of ``rows``: 100 up to 100k, then 100 more per tenfold, up to 500.
 
     The ANN indexes lose a neighbour now and then as the catalog grows denser; a longer shortlist buys the recall
-    back, at the price of a longer graph search (efSearch follows it). At 1M audio rows (braycurtis, warm cache)
-    100 / 200 / 400 rows gave recall@5 0.980 / 0.993 / 1.000 at 2.2 / 2.3 / 3.6 ms p50: 200 is kept there, and
+    back, at the price of a longer graph search (efSearch follows it). At 1M audio rows (FAISS's Bray-Curtis
+    graph, warm cache) 100 / 200 / 400 rows gave recall@5 0.980 / 0.993 / 1.000 at 2.2 / 2.3 / 3.6 ms p50; with the
+    L2 graph now used, 0.993 / 1.000 / 1.000 at 0.44 / 0.71 / 1.39 ms searched right after a two-thread build, but
+    0.980 at 2.2 ms with 200 through :meth:`FaissSearcher.build` (one thread, chunked adds; docs/performance.md):
+    200 is kept there, and
     wide vectors rerank :data:`WIDE_SHORTLIST` times as many (400 at 1M, where issue 13 measured 300-500).
     """
     if rows <= 100_000:
@@ -240,12 +253,12 @@ class _Rows:
         self.files.append(None)
         self._starts = np.append(self._starts, self._starts[-1] + len(rows))
 
-    def take(self, slots: np.ndarray) -> np.ndarray:
-        """float64 ``(len(slots), d)``: only these rows are read (a memory map reads their pages only)."""
+    def take(self, slots: np.ndarray, dtype: np.dtype = np.float64) -> np.ndarray:
+        """``dtype`` ``(len(slots), d)``: only these rows are read (a memory map reads their pages only)."""
         slots = np.asarray(slots, dtype=np.int64)
         if len(self.segments) == 1:
-            return self.segments[0][slots].astype(np.float64)
-        out = np.empty((slots.size, self.dims))
+            return self.segments[0][slots].astype(dtype)
+        out = np.empty((slots.size, self.dims), dtype=dtype)
         where = np.searchsorted(self._starts, slots, side="right") - 1
         for number in np.unique(where):
             chosen = where == number
@@ -272,8 +285,8 @@ class FaissSearcher:
     """
 
     def __init__(self, *, metric: str, kind: str, dims: int, index: faiss.Index, pca: _Projection | None,
-                 rows: _Rows, slot_ids: np.ndarray, dead: np.ndarray, usable: np.ndarray, fit_rows: int,
-                 auto: bool, threads: int) -> None:
+                 rows: _Rows, slot_ids: np.ndarray, dead: np.ndarray, usable: np.ndarray, sample_slots: np.ndarray,
+                 fit_rows: int, auto: bool, threads: int) -> None:
         self.metric = metric
         self.kind = kind
         self.dims = dims
@@ -285,6 +298,8 @@ class FaissSearcher:
         self._slot_ids = slot_ids  # int64 (slots,): the video id of each FAISS label (labels are slots)
         self._dead = dead  # bool (slots,): tombstones
         self._usable = usable  # bool (slots,): rows FAISS may return (transform defined)
+        self._sample_slots = sample_slots  # int64 (m,): the scale sample, drawn at the build
+        self._sample: tuple[np.ndarray, np.ndarray] | None = None  # its live ids and float64 rows, read once
         self._fit_rows = fit_rows
         self._auto = auto
         self._refresh()
@@ -352,6 +367,8 @@ class FaissSearcher:
             raise ValueError(f"{metric}: IVF-PQ indexes euclidean-like spaces only")
         generator = np.random.default_rng(seed)
         fit = np.sort(generator.choice(n, min(n, _FIT_ROWS), replace=False)) if n else np.zeros(0, np.int64)
+        # A generator of its own: the fit's draws (and so the principal axes) stay those recall was measured with.
+        sample_slots = np.sort(np.random.default_rng([seed, 1]).choice(n, min(n, SCALE_SAMPLE_ROWS), replace=False))
         with _THREADS.limit(limits=threads):
             pca = None
             sample_rows, sample_usable = _transform(vectors[fit], space)
@@ -369,11 +386,17 @@ class FaissSearcher:
             store_dtype = np.float16 if storage == "float16" else np.float32
             rows = _Rows([np.ascontiguousarray(vectors, dtype=store_dtype)], [None], store_dtype, dims)
             usable = np.zeros(n, dtype=bool)
+            added = np.empty((n, width), dtype=np.float32)
             for start in range(0, n, _ADD_ROWS):
                 moved, usable[start:start + _ADD_ROWS] = _transform(vectors[start:start + _ADD_ROWS], space)
-                index.add(moved if pca is None else pca.apply(moved))
+                added[start:start + _ADD_ROWS] = moved if pca is None else pca.apply(moved)
+            # One add: an HNSW graph built from 65,536-row adds lost neighbours at 1M audio rows (recall@5 0.98,
+            # 2.2 ms a query; one add: 1.0, 0.48 ms, docs/performance.md). The rows are transformed in chunks still.
+            index.add(added)
+            del added
         return cls(metric=metric, kind=kind, dims=dims, index=index, pca=pca, rows=rows, slot_ids=ids.copy(),
-                   dead=np.zeros(n, dtype=bool), usable=usable, fit_rows=n, auto=auto, threads=threads)
+                   dead=np.zeros(n, dtype=bool), usable=usable, sample_slots=sample_slots.astype(np.int64),
+                   fit_rows=n, auto=auto, threads=threads)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add rows under new ``ids`` (incremental: the fitted axes and index structure stay).
@@ -435,6 +458,14 @@ class FaissSearcher:
 
     def __len__(self) -> int:
         return self._sorted_ids.size
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed random sample of the rows drawn at the build and saved with the index, less tombstones: ids
+        int64 ``(m,)`` and rows float64 ``(m, d)`` (read once from the stored vectors)."""
+        if self._sample is None:
+            slots = self._sample_slots[~self._dead[self._sample_slots]]
+            self._sample = (self._slot_ids[slots], self._rows.take(slots))
+        return self._sample
 
     def search(self, queries: np.ndarray, k: int, *, exclude: Exclusions = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest of each query, with scipy's exact distances (see :class:`mvr.index.base.Searcher`).
@@ -525,7 +556,8 @@ class FaissSearcher:
                 counts.append(len(segment))
             with _THREADS.limit(limits=self.threads):
                 faiss.write_index(self._index, str(temporary / "index.faiss"))
-            arrays = {"slot_ids": self._slot_ids, "dead": self._dead, "usable": self._usable}
+            arrays = {"slot_ids": self._slot_ids, "dead": self._dead, "usable": self._usable,
+                      "sample_slots": self._sample_slots}
             if self._pca is not None:
                 arrays.update(pca_mean=self._pca.mean, pca_axes=self._pca.axes)
             for name, array in arrays.items():
@@ -559,19 +591,11 @@ class FaissSearcher:
         """The searcher saved in ``folder``, its vectors memory-mapped; None when the folder is missing, of another
         layout version, or incomplete. Whether it is current is the caller's question (:meth:`saved_meta`)."""
         folder = Path(folder)
+        saved = _read_saved(folder)
+        if saved is None:
+            return None
+        record, rows, arrays = saved
         try:
-            record = json.loads((folder / "meta.json").read_text())
-            if record.get("layout") != LAYOUT:
-                return None
-            dims, counts, suffix = int(record["dims"]), [int(c) for c in record["segments"]], record["storage"]
-            dtype = np.dtype(np.float16 if suffix == "f16" else np.float32)
-            for number, count in enumerate(counts):
-                if (folder / f"vectors-{number}.{suffix}").stat().st_size != count * dims * dtype.itemsize:
-                    return None
-            arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False)
-                      for name in ("slot_ids", "dead", "usable")}
-            if any(array.shape != (sum(counts),) for array in arrays.values()):
-                return None
             with _THREADS.limit(limits=threads):
                 index = faiss.read_index(str(folder / "index.faiss"))
             pca = None
@@ -579,12 +603,33 @@ class FaissSearcher:
                 pca = _Projection(np.load(folder / "pca_mean.npy"), np.load(folder / "pca_axes.npy"))
         except (OSError, KeyError, TypeError, ValueError, RuntimeError):
             return None
-        if index.ntotal != sum(counts) or record["metric"] not in FAISS_METRICS:
+        if index.ntotal != len(rows) or record["metric"] not in FAISS_METRICS:
             return None
-        return cls(metric=record["metric"], kind=record["kind"], dims=dims, index=index, pca=pca,
-                   rows=_map_rows(folder, suffix, counts, dims), slot_ids=arrays["slot_ids"].astype(np.int64),
-                   dead=arrays["dead"].astype(bool), usable=arrays["usable"].astype(bool),
-                   fit_rows=int(record["fit_rows"]), auto=bool(record["auto"]), threads=threads)
+        return cls(metric=record["metric"], kind=record["kind"], dims=rows.dims, index=index, pca=pca, rows=rows,
+                   slot_ids=arrays["slot_ids"], dead=arrays["dead"], usable=arrays["usable"],
+                   sample_slots=arrays["sample_slots"], fit_rows=int(record["fit_rows"]), auto=bool(record["auto"]),
+                   threads=threads)
+
+    @staticmethod
+    def load_vectors(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray] | None:
+        """The stored vectors of a saved folder alone (no FAISS index read), in id order: ids int64 ``(n,)``
+        ascending (tombstones left out) and float32 rows ``(n, d)``; None when the folder is missing, of another
+        layout version, incomplete, or stores float16 (rounded, not the catalog's numbers).
+
+        A folder saved from one build holds its rows in id order, and they come back memory-mapped: nothing is read
+        until a row is used. After incremental adds (several segments) or removals they are gathered into memory
+        in id order, as float32.
+        """
+        saved = _read_saved(Path(folder))
+        if saved is None or saved[1].dtype != np.float32:
+            return None
+        _, rows, arrays = saved
+        slot_ids, dead = arrays["slot_ids"], arrays["dead"]
+        if len(rows.segments) == 1 and not dead.any() and (np.diff(slot_ids) > 0).all():
+            return slot_ids, rows.segments[0]
+        live = np.flatnonzero(~dead)
+        order = live[np.argsort(slot_ids[live], kind="stable")]
+        return slot_ids[order], rows.take(order, np.float32)
 
     @property
     def nbytes(self) -> int:
@@ -599,6 +644,7 @@ class FaissSearcher:
         """Recompute what tombstones and adds change: the sorted live ids and FAISS's selector."""
         live = np.flatnonzero(~self._dead)
         self._sorted_ids = np.sort(self._slot_ids[live])
+        self._sample = None
         self._searchable = self._usable & ~self._dead
         if self._searchable.all():
             self._selector = self._bitmap = None
@@ -655,6 +701,33 @@ def _new_index(kind: str, width: int, faiss_metric: int, rows: int) -> faiss.Ind
     # 4-bit fast-scan codes, two per byte: the 8-bit PQ32 took 140 s to train on 20,000 rows on one core (its
     # 4-dimensional sub-vectors make k-means slow), PQ64x4fs 1.5 s; the exact rerank absorbs the coarser codes.
     return faiss.index_factory(width, f"IVF{lists},PQ{2 * PQ_BYTES}x4fs", faiss_metric)
+
+
+def _read_saved(folder: Path) -> tuple[dict, _Rows, dict[str, np.ndarray]] | None:
+    """A saved folder's record (``meta.json``), its mapped rows and its per-slot arrays (``slot_ids``, ``dead``,
+    ``usable``, and ``sample_slots``); None when it is missing, of another layout version, or incomplete."""
+    try:
+        record = json.loads((folder / "meta.json").read_text())
+        if not isinstance(record, dict) or record.get("layout") != LAYOUT:
+            return None
+        dims, counts, suffix = int(record["dims"]), [int(c) for c in record["segments"]], record["storage"]
+        itemsize = 2 if suffix == "f16" else 4
+        for number, count in enumerate(counts):
+            if (folder / f"vectors-{number}.{suffix}").stat().st_size != count * dims * itemsize:
+                return None
+        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False)
+                  for name in ("slot_ids", "dead", "usable", "sample_slots")}
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+    slots = sum(counts)
+    if any(arrays[name].shape != (slots,) for name in ("slot_ids", "dead", "usable")):
+        return None
+    sample = arrays["sample_slots"]
+    if sample.ndim != 1 or ((sample < 0) | (sample >= slots)).any():
+        return None
+    arrays = {"slot_ids": arrays["slot_ids"].astype(np.int64), "dead": arrays["dead"].astype(bool),
+              "usable": arrays["usable"].astype(bool), "sample_slots": sample.astype(np.int64)}
+    return record, _map_rows(folder, suffix, counts, dims), arrays
 
 
 def _map_rows(folder: Path, suffix: str, counts: list[int], dims: int) -> _Rows:

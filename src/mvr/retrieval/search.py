@@ -6,14 +6,17 @@ compare values as booleans), so they can give every candidate the same distance.
 catalog's storage order, not an answer: :func:`rank` raises :class:`DegenerateMetricError` instead.
 
 The catalog's searchers are built by a :class:`SearcherCache`, which whoever owns the catalog's queries keeps (a
-command, the web service): it holds each space's float64 vectors and searchers per catalog folder, space,
-extractor and catalog generation, shared by threads. A large catalog's FAISS index is saved beside it
+command, the web service): it holds each space's vectors and searchers per catalog folder, space, extractor and
+catalog generation, shared by threads. A large catalog's FAISS index is saved beside it
 (:func:`mvr.index.build.catalog_searcher`): a new process loads it, and after videos are added it takes their rows.
+A large space's vectors are then not read from the catalog at all: the pool maps the index's float32 vectors file
+(:func:`mvr.index.build.saved_vectors`), so that a query reads only the rows it ranks; a small space's are held
+as float64, which scipy computes in.
 
 On large catalogs (where a space has an approximate searcher) a fused search asks each space's searcher
 for a shortlist, ranks the union of the shortlists with the exact per-space distances, and puts each space on
-its scale with statistics from a fixed sample of the catalog; ``exact=True`` scans everything instead.
-``docs/performance.md`` gives the times and the recall.
+its scale with statistics from the searcher's fixed sample of the catalog (saved with its index); ``exact=True``
+scans everything instead. ``docs/performance.md`` gives the times and the recall.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from mvr.errors import CatalogError, DegenerateMetricError
-from mvr.index.base import Searcher, check_metric
-from mvr.index.build import FAISS_MIN_ROWS, catalog_searcher
+from mvr.index.base import SCALE_SAMPLE_ROWS, Searcher, check_metric
+from mvr.index.build import FAISS_MIN_ROWS, catalog_searcher, saved_vectors
 from mvr.index.exact import ExactSearcher
 from mvr.retrieval.fusion import (
     Distances,
@@ -40,10 +43,8 @@ from mvr.retrieval.fusion import (
 from mvr.retrieval.ranking import farther_share, first_k
 from mvr.store import Catalog
 
-# Rows per fused shortlist from each space, at the least; and rows whose exact distances estimate each space's
-# scale for the fused z-scores.
+# Rows per fused shortlist from each space, at the least.
 _FUSED_SHORTLIST = 200
-_SCALE_SAMPLE_ROWS = 8192
 
 
 @dataclass
@@ -90,7 +91,8 @@ class SearcherCache:
     threads : int
         Threads a FAISS searcher may use in one call (a web server's query threads each make their own calls).
     min_rows : int
-        Rows of a space from which its searcher is a saved FAISS index rather than the exact scan.
+        Rows of a space from which its searcher is a saved FAISS index rather than the exact scan, and from which
+        its pool rows stay float32 (mapped from that index's vectors file once it is saved) rather than float64.
     """
 
     def __init__(self, threads: int = 1, min_rows: int = FAISS_MIN_ROWS) -> None:
@@ -102,7 +104,8 @@ class SearcherCache:
         self._building: dict[tuple, threading.Lock] = {}  # per key: a FAISS build takes seconds to a minute
 
     def pool(self, catalog: Catalog, spaces: tuple[str, ...]) -> Pool:
-        """The vectors of the videos that have every space in ``spaces``, aligned, as float64.
+        """The vectors of the videos that have every space in ``spaces``, aligned: a space with a current saved
+        index, its memory-mapped float32 rows; one of fewer than ``min_rows`` rows, float64; float32 otherwise.
 
         Raises
         ------
@@ -114,7 +117,7 @@ class SearcherCache:
             found = self._pools.get(key)
         if found is not None:
             return found
-        found = _load_pool(catalog, spaces)
+        found = _load_pool(catalog, spaces, self.min_rows)
         with self._lock:
             # Entries of an older generation of the same catalog are dead: drop them with the new one's arrival.
             # Keys start (folder, spaces, extractors, generation); a searcher's adds (metric, exact).
@@ -152,22 +155,32 @@ class SearcherCache:
         return (Path(catalog.root).resolve(), spaces, extractors, catalog.generation())
 
 
-def _load_pool(catalog: Catalog, spaces: tuple[str, ...]) -> Pool:
-    matrices = []
-    for space in spaces:
-        found = catalog.matrix(space)
-        if found is None:
-            raise CatalogError(f"{catalog.root}: no video in this catalog has {space} vectors")
-        matrices.append(found)
-    ids = matrices[0].ids
-    for found in matrices[1:]:
-        ids = np.intersect1d(ids, found.ids, assume_unique=True)
+def _space_vectors(catalog: Catalog, space: str, min_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """One space's ids (ascending) and rows: a current saved index's mapped float32 ones, else the catalog's, as
+    float64 below ``min_rows`` rows (cdist works in float64 and would convert them on every call), as float32 above
+    (a float64 copy of 1M visual rows would take 20 GB)."""
+    mapped = saved_vectors(catalog, space)
+    if mapped is not None:
+        return mapped
+    found = catalog.matrix(space)
+    if found is None:
+        raise CatalogError(f"{catalog.root}: no video in this catalog has {space} vectors")
+    if found.ids.size < min_rows:
+        return found.ids, np.ascontiguousarray(found.vectors, dtype=np.float64)
+    return found.ids, found.vectors
+
+
+def _load_pool(catalog: Catalog, spaces: tuple[str, ...], min_rows: int) -> Pool:
+    loaded = [_space_vectors(catalog, space, min_rows) for space in spaces]
+    ids = loaded[0][0]
+    for space_ids, _ in loaded[1:]:
+        ids = np.intersect1d(ids, space_ids, assume_unique=True)
     if ids.size == 0:
         raise CatalogError(f"{catalog.root}: no video in this catalog has {' and '.join(spaces)} vectors")
-    # cdist works in float64 and would convert a float32 matrix on every call.
+    # A space holding exactly the pool's videos keeps its rows as they are (a memory map stays one).
     return Pool(ids=ids, matrices={
-        space: np.ascontiguousarray(found.vectors[np.searchsorted(found.ids, ids)], dtype=np.float64)
-        for space, found in zip(spaces, matrices, strict=True)
+        space: matrix if np.array_equal(space_ids, ids) else matrix[np.searchsorted(space_ids, ids)]
+        for space, (space_ids, matrix) in zip(spaces, loaded, strict=True)
     })
 
 
@@ -213,7 +226,6 @@ def rank(
     """
     check_metric(metric)
     query = {space: np.asarray(query[space], dtype=np.float64) for space in pool.spaces}
-    excluded = np.isin(pool.ids, np.fromiter(exclude, dtype=np.int64, count=len(exclude)))
     if searchers and (fusion is None or fusion.method == "concat") and len(pool.spaces) == 1:
         (space,) = pool.spaces
         # One more than asked tells whether the k-th ties with the first candidate left out.
@@ -223,11 +235,13 @@ def rank(
         if kept.sum() > 1 and np.ptp(found[0][kept]) > 0.0:
             tied = bool(kept[k:].any() and found[0][k] == found[0][k - 1])
             return Ranked(ids=ids[0][:k][kept[:k]], distances=found[0][:k][kept[:k]], tied_at_cut=tied)
+    excluded_ids = np.fromiter(exclude, dtype=np.int64, count=len(exclude))
     # Shortlists pay where a space has an approximate searcher; below the scale sample's size, the exhaustive late
     # fusion costs less than shortlists plus the sample.
-    if (searchers and fusion is not None and fusion.method == "late" and pool.ids.size >= _SCALE_SAMPLE_ROWS
+    if (searchers and fusion is not None and fusion.method == "late" and pool.ids.size >= SCALE_SAMPLE_ROWS
             and any(not isinstance(searchers[space], ExactSearcher) for space in pool.spaces)):
-        return _rank_fused_shortlist(query, pool, metric, fusion, k, excluded, searchers)
+        return _rank_fused_shortlist(query, pool, metric, fusion, k, excluded_ids, searchers)
+    excluded = np.isin(pool.ids, excluded_ids)
     return _ranked(distances(query, pool, metric, fusion, excluded[None, :]), pool.ids, metric, k)
 
 
@@ -278,9 +292,10 @@ def _rank_fused_shortlist(
 ) -> Ranked:
     """Late fusion on a large catalog: each space's shortlist, their union ranked with exact distances.
 
-    Each space's z-scores take the mean and spread of its exact distances to a fixed sample of the pool, which
-    estimate those over the whole pool: the union's fused scores are then on the same scale as the exhaustive
-    ones.
+    Each space's z-scores take the mean and spread of its exact distances to the space searcher's fixed sample
+    (:meth:`mvr.index.base.Searcher.sample`, the pool's videos among it), which estimate those over the whole pool:
+    the union's fused scores are then on the same scale as the exhaustive ones. Only the union's rows and the
+    sample are read: nothing here is proportional to the catalog (``excluded``: the ids left out, int64).
     """
     size = max(_FUSED_SHORTLIST, 4 * k)
     union = []
@@ -288,14 +303,27 @@ def _rank_fused_shortlist(
         _, ids = searchers[space].search(query[space][None], size)
         union.append(ids[0][ids[0] >= 0])
     # A space's searcher holds every video with that space; the pool, those with all the fused spaces.
-    rows = np.flatnonzero(np.isin(pool.ids, np.concatenate(union)) & ~excluded)
-    sample, sampled = pool.sample(_SCALE_SAMPLE_ROWS)
-    kept = ~excluded[sample]
+    candidates = np.setdiff1d(np.concatenate(union), excluded)
+    rows = np.searchsorted(pool.ids, candidates)
+    rows = rows[_held(pool.ids, rows, candidates)]
     parts, scales = {}, {}
     for space in pool.spaces:
         space_metric = fusion.metric_of(space, metric)
-        parts[space] = ExactSearcher(pool.ids, pool.matrices[space], space_metric).subset(rows).distances(query[space])
-        scale = ExactSearcher(pool.ids[sample], sampled[space], space_metric).distances(query[space])
-        scales[space] = row_statistics(scale[:, kept])
-    outside = int((~excluded).sum()) - rows.size
+        parts[space] = ExactSearcher(pool.ids[rows], pool.matrices[space][rows], space_metric).distances(query[space])
+        sample_ids, sample_rows = searchers[space].sample()
+        scale = ExactSearcher(sample_ids, sample_rows, space_metric).distances(query[space])
+        # The sample's videos outside the pool, or left out of this query, are not its candidates.
+        scale[:, ~_held(pool.ids, np.searchsorted(pool.ids, sample_ids), sample_ids)
+              | np.isin(sample_ids, excluded)] = np.nan
+        scales[space] = row_statistics(scale)
+    left_out = int(_held(pool.ids, np.searchsorted(pool.ids, excluded), excluded).sum())
+    outside = pool.ids.size - left_out - rows.size
     return _ranked(combine(parts, fusion, scales), pool.ids[rows], metric, k, outside)
+
+
+def _held(ids: np.ndarray, rows: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """bool, like ``wanted``: whether ``ids`` (ascending) holds each at ``rows`` (its ``np.searchsorted`` place)."""
+    inside = rows < ids.size
+    found = np.zeros(wanted.shape, dtype=bool)
+    found[inside] = ids[rows[inside]] == wanted[inside]
+    return found
