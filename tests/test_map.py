@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mvr.cli import main
-from mvr.retrieval.collection_map import PNG_SIZE, collection_map, map_path
+from mvr.retrieval.collection_map import MAP_FOLDER, PNG_SIZE, collection_map, map_path
 from mvr.retrieval.fusion import distances
 from mvr.retrieval.query import plan_search
 from mvr.retrieval.search import SearcherCache
@@ -27,9 +27,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def catalog_dir(tmp_path_factory: pytest.TempPathFactory, music_videos, tmp_path: Path) -> Path:
-    """A copy of the web tests' catalog (six real music videos, every space), which a test may change."""
+    """A copy of the web tests' catalog (six real music videos, every space), which a test may change, without the
+    layouts that tests run before it (the page's, the API's) saved in the shared catalog."""
     copy = tmp_path / "catalog"
     shutil.copytree(web_catalog(tmp_path_factory, music_videos), copy)
+    shutil.rmtree(copy / MAP_FOLDER, ignore_errors=True)
     return copy
 
 
