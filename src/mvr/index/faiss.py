@@ -132,8 +132,8 @@ def shortlist_size(rows: int) -> int:
     back, at the price of a longer graph search (efSearch follows it). At 1M audio rows (FAISS's Bray-Curtis
     graph, warm cache) 100 / 200 / 400 rows gave recall@5 0.980 / 0.993 / 1.000 at 2.2 / 2.3 / 3.6 ms p50; with the
     L2 graph now used, 0.993 / 1.000 / 1.000 at 0.44 / 0.71 / 1.39 ms searched right after a two-thread build, but
-    0.980 at 2.2 ms with 200 through :meth:`FaissSearcher.build` (one thread, chunked adds; docs/performance.md):
-    200 is kept there, and
+    1.000 at 1.6 ms with 200 through :meth:`FaissSearcher.build`, reloaded (docs/performance.md): 200 is kept there,
+    and
     wide vectors rerank :data:`WIDE_SHORTLIST` times as many (400 at 1M, where issue 13 measured 300-500).
     """
     if rows <= 100_000:
@@ -391,7 +391,7 @@ class FaissSearcher:
                 moved, usable[start:start + _ADD_ROWS] = _transform(vectors[start:start + _ADD_ROWS], space)
                 added[start:start + _ADD_ROWS] = moved if pca is None else pca.apply(moved)
             # One add: an HNSW graph built from 65,536-row adds lost neighbours at 1M audio rows (recall@5 0.98,
-            # 2.2 ms a query; one add: 1.0, 0.48 ms, docs/performance.md). The rows are transformed in chunks still.
+            # 2.2 ms a query; one add: 1.0, 1.6 ms; docs/performance.md). The rows are still transformed in chunks.
             index.add(added)
             del added
         return cls(metric=metric, kind=kind, dims=dims, index=index, pca=pca, rows=rows, slot_ids=ids.copy(),
