@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
 from mvr import progress
 from mvr.cli import main
 from mvr.dataset.build import build_collection

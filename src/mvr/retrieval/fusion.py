@@ -74,20 +74,20 @@ class Fusion:
 
 @dataclass(frozen=True)
 class Pool:
-    """The vectors one search ranks: the same videos' rows in each space, as contiguous float64.
+    """The vectors one search ranks: the same videos' rows in each space.
 
     Attributes
     ----------
     ids : np.ndarray
         int64 ``(n,)``: video ids, ascending.
     matrices : dict
-        space -> float64 ``(n, dims)``; row ``i`` of each is video ``ids[i]``.
+        space -> ``(n, dims)``; row ``i`` of each is video ``ids[i]``. float64 for small spaces; a large space's
+        rows are float32, memory-mapped from its saved index's vectors file where it has one
+        (:meth:`mvr.retrieval.search.SearcherCache.pool`).
     """
 
     ids: np.ndarray
     matrices: dict[str, np.ndarray]
-    _samples: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = field(default_factory=dict, repr=False,
-                                                                          compare=False)
 
     @property
     def spaces(self) -> tuple[str, ...]:
@@ -100,20 +100,6 @@ class Pool:
         if len(self.matrices) == 1:
             return next(iter(self.matrices.values()))
         return np.hstack(list(self.matrices.values()))
-
-    def sample(self, size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """A fixed random sample of the pool's rows (their positions, and each space's rows, contiguous), drawn once.
-
-        Large fused searches put each space's distances on the scale of this sample; copying thousands of wide rows
-        on every query would cost more than the search.
-        """
-        cached = self._samples.get(size)
-        if cached is None:
-            generator = np.random.default_rng(0)
-            rows = np.sort(generator.choice(self.ids.size, min(size, self.ids.size), replace=False))
-            cached = self._samples[size] = (rows, {space: np.ascontiguousarray(matrix[rows])
-                                                   for space, matrix in self.matrices.items()})
-        return cached
 
     def subset(self, rows: np.ndarray) -> Pool:
         """The pool's videos at positions ``rows`` (indices or a boolean mask)."""
