@@ -20,9 +20,15 @@ test-deps: system-deps
 	@command -v chromium >/dev/null || { $(APT_INSTALL) chromium >/dev/null; }
 	@command -v ip >/dev/null || { $(APT_INSTALL) iproute2 >/dev/null; }
 
+# The lean install (no torch: EfficientNet-Lite0 and MusiCNN run on ONNX Runtime) for the demo and the dashboard;
+# the tests add their own extra (torch as the ONNX graphs' oracle, pytest, Ray, the pyAudioAnalysis oracle).
 $(BIN)/mvr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[web,plots,map]'
+	@touch $@
+
+$(VENV)/.test-extra: $(BIN)/mvr
 	$(BIN)/pip install -q -e '.[web,plots,map,test]'
 	@touch $@
 
@@ -36,7 +42,7 @@ demo: system-deps $(BIN)/mvr
 	  echo; $(BIN)/mvr query $(DEMO)/collection/$$query --catalog $(DEMO)/catalog --modality $$modality || exit 1; \
 	done
 
-test: test-deps $(BIN)/mvr
+test: test-deps $(VENV)/.test-extra
 	$(BIN)/python -m pytest -q
 
 # The dashboard over the demo catalog, on http://127.0.0.1:8000
