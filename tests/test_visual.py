@@ -224,6 +224,54 @@ def test_import_does_not_load_torch() -> None:
     assert done.stdout.strip() == "False"
 
 
+# A process without torch: what the lean install (no ``torch`` extra) runs. Every torch package is refused at import.
+_WITHOUT_TORCH = """
+import importlib.abc, sys
+from pathlib import Path
+
+import numpy as np
+
+
+class RefuseTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] in ("torch", "torchvision", "efficientnet_lite_pytorch"):
+            raise ImportError(f"No module named {name!r}")
+        return None
+
+
+sys.meta_path.insert(0, RefuseTorch())
+from mvr.config import RuntimeSettings
+from mvr.errors import MvrError
+from mvr.features import cnn
+from mvr.features.runtime import CnnModel
+
+settings = RuntimeSettings(threads=1, cache_dir=Path(sys.argv[1]))
+frames = np.load(sys.argv[2])
+np.save(sys.argv[3], CnnModel(cnn.get_backbone("efficientnet-lite0"), settings).embed(frames))
+try:
+    CnnModel(cnn.get_backbone("resnet152", weights=Path(sys.argv[4])), settings).embed(frames[:1])
+except MvrError as exc:
+    print(exc)
+assert "torch" not in sys.modules
+"""
+
+
+def test_efficientnet_lite0_runs_without_torch_as_torch_does(clips: dict[str, Path], tmp_path: Path) -> None:
+    frames = cnn.keyframes(clips["bikes"], max_keyframes=4)
+    np.save(tmp_path / "frames.npy", frames)
+    lite = cnn.get_backbone("efficientnet-lite0")
+    # A fresh cache: the graph is really written here, from the weights file, with torch refused.
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, str(tmp_path / "cache"), str(tmp_path / "frames.npy"),
+                           str(tmp_path / "features.npy"), str(lite.weights)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "resnet152 needs torch: pip install 'mvr[torch]'"
+    assert onnx_path(lite, tmp_path / "cache").is_file()
+    without = np.load(tmp_path / "features.npy")
+    with_torch = CnnModel(lite, RuntimeSettings(threads=1, cnn_runtime="torch", cache_dir=tmp_path)).embed(frames)
+    assert without.shape == (len(frames), 1280)
+    assert np.abs(without - with_torch).max() <= RUNTIME_TOLERANCE * np.abs(with_torch).max()
+
+
 # ResNet-152 -----------------------------------------------------------------------------------------------------
 
 
