@@ -312,8 +312,7 @@ def efficientnet_lite0_onnx(weights: Path, *, mean: tuple[float, float, float], 
     MvrError
         When the file is not a state dict of EfficientNet-Lite0 (a tensor missing, of another shape, or extra).
     """
-    import onnx  # here: a second or so to import, needed only for the one-time export
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper  # here: a second or so to import, needed only for the one-time export
 
     state = read_state_dict(weights)
     g = _Graph({})
@@ -330,15 +329,9 @@ def efficientnet_lite0_onnx(weights: Path, *, mean: tuple[float, float, float], 
             raise ValueError(f"tensors of another network: {', '.join(extra[:3])}")
     except ValueError as exc:
         raise MvrError(f"{weights}: not usable efficientnet-lite0 weights ({exc})") from None
-    g.nodes.append(helper.make_node("Identity", [features], [output_name]))
-    graph = helper.make_graph(
-        g.nodes, "efficientnet-lite0",
+    return g.model(
+        "efficientnet-lite0", {output_name: features},
         [helper.make_tensor_value_info(input_name, TensorProto.UINT8, ["batch", INPUT_SIZE, INPUT_SIZE, 3])],
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", HEAD_CHANNELS])],
-        g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="mvr.efficientnet_onnx", producer_version=PRODUCER_VERSION)
-    model.ir_version = 8  # what opset 17 needs; older readers accept it
-    onnx.checker.check_model(model)
-    return model
+        opset=opset, producer="mvr.efficientnet_onnx", version=PRODUCER_VERSION)
 

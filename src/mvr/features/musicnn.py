@@ -451,6 +451,22 @@ class _Graph:
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
 
+    def model(self, name: str, outputs: dict[str, str], inputs: list[Any], output_types: list[Any], *,
+              opset: int, producer: str, version: str) -> Any:
+        """The checked ``onnx.ModelProto`` of the nodes added so far, ``outputs`` (public name -> node output)
+        exposed under their public names; ``inputs`` and ``output_types`` are ``onnx.ValueInfoProto``."""
+        import onnx
+        from onnx import helper
+
+        for public, internal in outputs.items():
+            self.nodes.append(helper.make_node("Identity", [internal], [public]))
+        graph = helper.make_graph(self.nodes, name, inputs, output_types, self.initializers)
+        found = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=producer,
+                                  producer_version=version)
+        found.ir_version = 8  # what opset 17 needs; older readers accept it
+        onnx.checker.check_model(found)
+        return found
+
     def batch_norm(self, x: str, layer: str, channel_shape: tuple[int, ...]) -> str:
         """Inference batch normalisation as ``x * scale + shift``, folded in float64 then rounded to float32."""
         w = {p: self.weights[f"{layer}/{p}"].astype(np.float64)
@@ -547,23 +563,15 @@ def build_onnx(spec: ModelSpec, weights: dict[str, np.ndarray]) -> Any:
     probabilities) and, for MusiCNN, ``penultimate`` (200), ``mean_pool`` and ``max_pool`` (753: the mid-end
     features pooled over time); for VGG, ``pool5`` (2 time steps x 128).
     """
-    import onnx
     from onnx import TensorProto, helper
 
     g = _Graph({name: np.asarray(array, dtype=np.float32) for name, array in weights.items()})
     outputs = _musicnn_graph(g) if spec.architecture == "musicnn" else _vgg_graph(g)
-    for public, internal in outputs.items():
-        g.nodes.append(helper.make_node("Identity", [internal], [public]))
-    graph = helper.make_graph(
-        g.nodes, spec.name,
+    return g.model(
+        spec.name, outputs,
         [helper.make_tensor_value_info("patches", TensorProto.FLOAT, ["batch", PATCH_FRAMES, N_MELS])],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", *_OUTPUT_SHAPES[name]]) for name in outputs],
-        g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _ONNX_OPSET)],
-                              producer_name="mvr.musicnn", producer_version=PORT_VERSION)
-    model.ir_version = 8  # what opset 17 needs; older readers accept it
-    onnx.checker.check_model(model)
-    return model
+        opset=_ONNX_OPSET, producer="mvr.musicnn", version=PORT_VERSION)
 
 
 # ---------------------------------------------------------------------------------------------------------------
