@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import pytest
 from mvr.config import RuntimeSettings
 from mvr.errors import MediaError, MvrError, UsageError
 from mvr.features import cnn
+from mvr.features.efficientnet_onnx import efficientnet_lite0_onnx, read_state_dict
 from mvr.features.runtime import CnnModel, cnn_runtime, onnx_path
 
 RESNET_V1_FILE = "resnet152-394f9c45.pth"
@@ -224,54 +226,6 @@ def test_import_does_not_load_torch() -> None:
     assert done.stdout.strip() == "False"
 
 
-# A process without torch: what the lean install (no ``torch`` extra) runs. Every torch package is refused at import.
-_WITHOUT_TORCH = """
-import importlib.abc, sys
-from pathlib import Path
-
-import numpy as np
-
-
-class RefuseTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.partition(".")[0] in ("torch", "torchvision", "efficientnet_lite_pytorch"):
-            raise ImportError(f"No module named {name!r}")
-        return None
-
-
-sys.meta_path.insert(0, RefuseTorch())
-from mvr.config import RuntimeSettings
-from mvr.errors import MvrError
-from mvr.features import cnn
-from mvr.features.runtime import CnnModel
-
-settings = RuntimeSettings(threads=1, cache_dir=Path(sys.argv[1]))
-frames = np.load(sys.argv[2])
-np.save(sys.argv[3], CnnModel(cnn.get_backbone("efficientnet-lite0"), settings).embed(frames))
-try:
-    CnnModel(cnn.get_backbone("resnet152", weights=Path(sys.argv[4])), settings).embed(frames[:1])
-except MvrError as exc:
-    print(exc)
-assert "torch" not in sys.modules
-"""
-
-
-def test_efficientnet_lite0_runs_without_torch_as_torch_does(clips: dict[str, Path], tmp_path: Path) -> None:
-    frames = cnn.keyframes(clips["bikes"], max_keyframes=4)
-    np.save(tmp_path / "frames.npy", frames)
-    lite = cnn.get_backbone("efficientnet-lite0")
-    # A fresh cache: the graph is really written here, from the weights file, with torch refused.
-    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, str(tmp_path / "cache"), str(tmp_path / "frames.npy"),
-                           str(tmp_path / "features.npy"), str(lite.weights)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "resnet152 needs torch: pip install 'mvr[torch]'"
-    assert onnx_path(lite, tmp_path / "cache").is_file()
-    without = np.load(tmp_path / "features.npy")
-    with_torch = CnnModel(lite, RuntimeSettings(threads=1, cnn_runtime="torch", cache_dir=tmp_path)).embed(frames)
-    assert without.shape == (len(frames), 1280)
-    assert np.abs(without - with_torch).max() <= RUNTIME_TOLERANCE * np.abs(with_torch).max()
-
-
 # ResNet-152 -----------------------------------------------------------------------------------------------------
 
 
@@ -398,3 +352,138 @@ def test_onnx_failure_falls_back_to_torch_with_one_warning(breaks: Callable[[pyt
     assert capsys.readouterr().err == ""  # said once, not at every call
     torch_model = CnnModel(backbone, RuntimeSettings(cnn_runtime="torch", cache_dir=tmp_path))
     np.testing.assert_array_equal(got, torch_model.embed(frames))
+
+
+# without torch -----------------------------------------------------------------------------------------------------
+
+# Put first in a subprocess's code: torch and the packages built on it fail to import, as in a lean install.
+_WITHOUT_TORCH = """
+import sys
+
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition('.')[0] in ('torch', 'torchvision', 'efficientnet_lite_pytorch'):
+            raise ModuleNotFoundError(f'No module named {name!r}')
+
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def _built_lite0(backbone: cnn.Backbone) -> object:
+    spec = backbone._spec
+    return efficientnet_lite0_onnx(backbone.weights, mean=spec.mean, std=spec.std, input_name="frames",
+                                   output_name="features", opset=17)
+
+
+def test_state_dict_reader_matches_torch_load(tmp_path: Path) -> None:
+    import torch
+
+    # The weights package's file is torch's legacy format (before torch 1.6); torch.save writes zip archives.
+    legacy = cnn.get_backbone("efficientnet-lite0").weights
+    assert not legacy.read_bytes().startswith(b"PK")
+    expected = torch.load(legacy, map_location="cpu", weights_only=True)
+    archive = tmp_path / "lite0-zip.pth"
+    torch.save({**expected, "strided": torch.arange(12.0).reshape(3, 4).t()}, archive)
+    for path, names in ((legacy, [*expected]), (archive, [*expected, "strided"])):
+        state = read_state_dict(path)
+        assert list(state) == names
+        for name, tensor in expected.items():
+            assert state[name].dtype == tensor.numpy().dtype and state[name].shape == tuple(tensor.shape), name
+            np.testing.assert_array_equal(state[name], tensor.numpy(), err_msg=name)
+    np.testing.assert_array_equal(read_state_dict(archive)["strided"], np.arange(12.0).reshape(3, 4).T)
+
+
+class _RunsCode:
+    """What a hostile weights file holds: a pickle that calls a function as it loads."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return subprocess.call, (["touch", str(self.marker)],)
+
+
+def test_state_dict_reader_runs_no_code(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.pth"
+    # torch's legacy layout: magic number, protocol version, machine, then the object.
+    hostile.write_bytes(pickle.dumps(0x1950A86A20F9469CFC6C) + pickle.dumps(1001)
+                        + pickle.dumps({"little_endian": True}) + pickle.dumps({"w": _RunsCode(marker)}))
+    with pytest.raises(MvrError, match="not a PyTorch state dict .*subprocess.call is not part of a state dict"):
+        read_state_dict(hostile)
+    assert not marker.exists()
+    (tmp_path / "text.pth").write_text("not weights")
+    with pytest.raises(MvrError, match="text.pth: not a PyTorch state dict"):
+        read_state_dict(tmp_path / "text.pth")
+
+
+def test_graph_built_without_torch_matches_torch(clips: dict[str, Path], tmp_path: Path) -> None:
+    import onnxruntime
+
+    backbone = cnn.get_backbone("efficientnet-lite0")
+    frames = np.concatenate([cnn.keyframes(clips[name], size=backbone.input_size, max_keyframes=3)
+                             for name in ("bikes", "carphone", "bunny")])
+    model = CnnModel(backbone, RuntimeSettings(cnn_runtime="torch", cache_dir=tmp_path))
+    # The file torch's exporter wrote under the same cache name before: catalogs made with it stay comparable.
+    exported = tmp_path / "torch-export.onnx"
+    model._torch_export(exported)
+    built = _built_lite0(backbone)
+    assert built.producer_name == "mvr.efficientnet_onnx"
+    embedded = {"torch": model.embed(frames)}
+    for name, graph in (("built", built.SerializeToString()), ("exported", str(exported))):
+        session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        embedded[name] = session.run(["features"], {"frames": frames})[0]
+    assert embedded["built"].shape == (len(frames), 1280) and embedded["built"].dtype == np.float32
+    scale = np.abs(embedded["torch"]).max()
+    for other in ("torch", "exported"):
+        assert np.abs(embedded["built"] - embedded[other]).max() <= RUNTIME_TOLERANCE * scale, other
+
+
+def test_lite0_refuses_weights_of_another_network(hub_with_random_resnet: Path, tmp_path: Path) -> None:
+    resnet = hub_with_random_resnet / "hub" / "checkpoints" / RESNET_V1_FILE
+    backbone = cnn.get_backbone("efficientnet-lite0", weights=resnet)
+    model = CnnModel(backbone, RuntimeSettings(cnn_runtime="onnx", cache_dir=tmp_path))
+    with pytest.raises(MvrError, match=r"not usable efficientnet-lite0 weights \(no tensor _conv_stem.weight\)"):
+        model.embed(np.zeros((1, 224, 224, 3), np.uint8))
+    assert not onnx_path(backbone, tmp_path).exists() and not list(tmp_path.rglob("*.part"))
+
+
+def test_lite0_exports_and_embeds_without_torch(clips: dict[str, Path], settings: RuntimeSettings,
+                                                tmp_path: Path) -> None:
+    expected = _vector(clips["bikes"], RuntimeSettings(cnn_runtime="torch", cache_dir=settings.cache_dir),
+                       max_keyframes=2)
+    cache = tmp_path / "fresh-cache"  # nothing exported there: the export runs in the subprocess
+    code = _WITHOUT_TORCH + (
+        "import numpy as np; from mvr.config import RuntimeSettings; from mvr.features import cnn;"
+        " from mvr.features.runtime import CnnModel; s = RuntimeSettings.from_environment();"
+        " b = cnn.get_backbone('efficientnet-lite0');"
+        " np.save(sys.argv[2], cnn.visual_vector(sys.argv[1], model=CnnModel(b, s), max_keyframes=2));"
+        " print([m for m in ('torch', 'torchvision', 'efficientnet_lite_pytorch') if m in sys.modules])")
+    env = {**os.environ, "MVR_CACHE": str(cache)}
+    env.pop("MVR_CNN_RUNTIME", None)
+    done = subprocess.run([sys.executable, "-c", code, str(clips["bikes"]), str(tmp_path / "vector.npy")],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert "exporting the network" in done.stderr and "warning" not in done.stderr  # built, no torch fallback
+    assert onnx_path(cnn.get_backbone("efficientnet-lite0"), cache).is_file()
+    np.testing.assert_allclose(np.load(tmp_path / "vector.npy"), expected, rtol=0,
+                               atol=RUNTIME_TOLERANCE * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("args, runtime, says", [
+    (["--backbone", "resnet152"], "onnx", "resnet152 needs torch: pip install 'mvr[torch]'"),
+    (["--preset", "paper"], "onnx", "resnet152 needs torch: pip install 'mvr[torch]'"),
+    ([], "torch", "efficientnet-lite0 on the torch runtime needs torch: pip install 'mvr[torch]'"),
+], ids=["resnet152", "paper-preset", "torch-runtime"])
+def test_what_needs_torch_says_so_without_it(clips: dict[str, Path], hub_with_random_resnet: Path,
+                                             tmp_path: Path, args: list[str], runtime: str, says: str) -> None:
+    code = _WITHOUT_TORCH + "from mvr.cli import main; sys.exit(main(sys.argv[1:]))"
+    # The weights are there, as after a download, and nothing is exported yet.
+    env = {**os.environ, "MVR_CACHE": str(tmp_path), "TORCH_HOME": str(hub_with_random_resnet),
+           "MVR_CNN_RUNTIME": runtime}
+    done = subprocess.run([sys.executable, "-c", code, "features", str(clips["bikes"]), "--modality", "visual",
+                           *args], env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == f"mvr: error: {says}", done.stderr
+    assert "Traceback" not in done.stderr
