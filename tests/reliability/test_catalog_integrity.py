@@ -148,7 +148,10 @@ def test_random_kills_never_leave_a_half_written_catalog(music_videos, tmp_path:
         while _committed(target) < after and run.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(delay)
-        assert run.poll() is None, f"mvr index ended before its kill ({after} videos + {delay:.2f} s)"
+        if run.poll() is not None:
+            # The last videos were indexed within the delay (an idle machine): nothing is left to interrupt.
+            assert run.returncode == 0, f"mvr index failed before its kill ({after} videos + {delay:.2f} s)"
+            break
         children = _descendants(run.pid)
         run.send_signal(signal.SIGKILL)
         run.wait(timeout=10)
