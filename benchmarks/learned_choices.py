@@ -1,7 +1,7 @@
 """What learning from the labels buys, measured by cross-validation on labelled catalogs (not a timing).
 
 Two choices of issue 11, each scored by leave-one-out precision@k with 5 folds by group
-(:func:`mvr.evaluation.crossval.group_folds`: both excerpts of a track in one fold), fitted on the other folds only:
+(:func:`mvr.retrieval.tuning.group_folds`: both excerpts of a track in one fold), fitted on the other folds only:
 
 tuned fusion, metrics kept or chosen
     :func:`mvr.evaluation.crossval.cross_validate` with each space's own metric (mvr's default) and with each
@@ -32,13 +32,13 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mvr.evaluation.crossval import cross_validate, group_folds
+from mvr.evaluation.crossval import cross_validate
 from mvr.evaluation.scoring import query_set
 from mvr.features import SPACES
 from mvr.retrieval.fusion import Pool
 from mvr.retrieval.ranking import excluded_pairs, first_k
 from mvr.retrieval.search import SearcherCache
-from mvr.retrieval.tuning import TUNING_METRICS, LabelledRows, catalog_spaces, labelled_rows
+from mvr.retrieval.tuning import TUNING_METRICS, LabelledRows, catalog_spaces, group_folds, labelled_rows
 from mvr.store import Catalog
 
 

@@ -276,11 +276,17 @@ def test_mvr_evaluate_on_real_music_videos(music_videos, tmp_path: Path, capsys,
     out, err = capsys.readouterr()
     assert code == 0, err
     # One count line per scoring: each search target's, each fold of the tuned fusion (four groups: four folds,
-    # counted once dealt), the adaptive fusion.
+    # counted once dealt), the adaptive fusion, each fold of the two audio spaces tuned alone (learned).
     counts = [tuple(map(int, line.split()[1].split("/"))) for line in err.splitlines() if line.startswith("eval")]
     assert [done for done, _ in counts] == list(range(1, len(counts) + 1))
-    assert counts[-1] == (10, 10) and counts[0][1] == 6
+    assert counts[-1] == (18, 18) and counts[0][1] == 6
     found = json.loads(out)
+    # Each audio space alone with its projection where a fold keeps one, cross-validated: never a default.
+    assert set(found["learned"]) == {"audio", "musicnn"}
+    for space, learned in found["learned"].items():
+        assert learned["result"]["method"] == "learned" and learned["result"]["modality"] == space
+        assert learned["result"]["queries"] == 8 and not learned["result"]["default"]
+        assert len(learned["folds"]) == 4 and all(set(fold["weights"]) == {space} for fold in learned["folds"])
     assert found["k"] == 2 and found["protocol"] == "loo"
     assert json.loads((catalog / RESULTS_FILE).read_text()) == found  # kept for the dashboard
     results = {(r["method"], r["modality"], r["metric"]): r for r in found["results"]}
@@ -303,6 +309,7 @@ def test_mvr_evaluate_on_real_music_videos(music_videos, tmp_path: Path, capsys,
     out = capsys.readouterr().out
     assert out.startswith("precision@5 / mean average precision, leave-one-out, 8 queries")
     assert "the study's method" in out and "braycurtis concat" in out
+    assert "musicnn (learned)" in out and "cross-validated" in out
     # Its own videos as a query set: each recognised by its content, so the same numbers as leave-one-out.
     assert main(["evaluate", "--catalog", str(catalog), "-k", "2", "--queries", str(catalog), "--json"]) == 0
     asked = json.loads(capsys.readouterr().out)

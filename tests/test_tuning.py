@@ -13,7 +13,7 @@ from mvr import progress
 from mvr.cli import main
 from mvr.dataset.build import build_collection
 from mvr.errors import UsageError
-from mvr.evaluation.crossval import cross_validate, group_folds
+from mvr.evaluation.crossval import cross_validate
 from mvr.evaluation.run import evaluate
 from mvr.evaluation.scoring import query_set, score_candidates, score_rankings
 from mvr.features import SPACES, FeatureGroup
@@ -25,6 +25,7 @@ from mvr.retrieval.search import SearcherCache, rank
 from mvr.retrieval.tuning import (
     TUNING_METRICS,
     LabelledRows,
+    group_folds,
     labelled_rows,
     parse_weights,
     store_tuning,
@@ -227,8 +228,8 @@ def test_mvr_tune_then_query_uses_and_explains_the_tuned_weights(labelled_catalo
     assert main(["tune", "--catalog", str(labelled_catalog), "--json"]) == 0
     out, err = capsys.readouterr()
     tuned = json.loads(out)
-    # Each space's own metric, then the weight grid.
-    steps = 3 + 1
+    # Each space's own metric, a learned projection in the two audio spaces, then the weight grid.
+    steps = 3 + 2 + 1
     assert [line.split(",")[0] for line in err.splitlines()] == [f"tuning: {n}/{steps} done"
                                                                  for n in range(1, steps + 1)]
     # Tuned over every space the catalog holds.
@@ -238,7 +239,12 @@ def test_mvr_tune_then_query_uses_and_explains_the_tuned_weights(labelled_catalo
     assert main(["query", query.source, "--catalog", str(labelled_catalog), "--modality", "fused", "--json"]) == 0
     found = json.loads(capsys.readouterr().out)
     assert found["fusion"]["weights"] == tuned["weights"] and found["fusion"]["weights_from"] == "tuned"
-    assert found["fusion"]["metrics"] == tuned["metrics"]
+    # A space kept in its learned projection is measured by euclidean distance there.
+    # (On 8 training videos, musicnn's 200 columns leave a fold's within-label covariance singular: not tried.)
+    assert "audio" in tuned["projection_scores"] and set(tuned["projections"]) <= {"audio", "musicnn"}
+    assert found["fusion"]["projections"] == {space: "lda" for space in tuned["projections"]}
+    assert found["fusion"]["metrics"] == {space: "euclidean" if space in tuned["projections"] else metric
+                                          for space, metric in tuned["metrics"].items()}
     for result in found["results"]:
         assert sum(reason["score"] for reason in result["why"].values()) == pytest.approx(result["distance"])
         why = result["why"]

@@ -256,7 +256,8 @@ def test_fused_results_are_explained_and_take_weights(client) -> None:
     assert status["status"] == "done", status["error"]
     found = status["result"]
     assert found["fusion"] == {"method": "late", "weights": {"audio": 0.75, "visual": 0.25},
-                               "metrics": {"audio": "cosine", "visual": "cosine"}, "weights_from": "explicit"}
+                               "metrics": {"audio": "cosine", "visual": "cosine"}, "projections": {},
+                               "weights_from": "explicit"}
     assert found["tied_at_cut"] is False
     for match in found["results"]:
         assert sum(reason["score"] for reason in match["why"].values()) == pytest.approx(match["distance"])

@@ -29,6 +29,7 @@ from mvr.progress import note
 if TYPE_CHECKING:
     from mvr.retrieval.discovery import Walk
     from mvr.retrieval.fusion import Fusion
+    from mvr.retrieval.tuning import Tuning
     from mvr.store import Video
 
 EXIT_FAILED = 1
@@ -192,7 +193,9 @@ def _measure(fusion: Fusion | None, metric: str, weights_from: str) -> str:
         return f"{metric} distance"
     weights_text = ", ".join(f"{space} {weight:.2g}" for space, weight in fusion.weights.items())
     metrics_text = "/".join(dict.fromkeys(fusion.metric_of(space, metric) for space in fusion.spaces))
-    return f"{fusion.method} fusion of {metrics_text} distances, {weights_from} weights {weights_text}"
+    projected = "".join(f", {space} in its {found.method.upper()} projection"
+                        for space, found in fusion.projections.items())
+    return f"{fusion.method} fusion of {metrics_text} distances, {weights_from} weights {weights_text}{projected}"
 
 
 def run_mix(args: argparse.Namespace) -> int:
@@ -274,20 +277,30 @@ def run_tune(args: argparse.Namespace) -> int:
 
     with Catalog.open(args.catalog, create=False) as catalog:
         found = tune_catalog(catalog, k=args.k, metrics=TUNING_METRICS if args.choose_metrics else None,
-                             progress=True)
+                             projections=args.projections, progress=True)
         if found.tuned:
             store_tuning(catalog, found)
     if args.json:
         print(json.dumps(found.to_dict(), indent=2))
         return 0
     print(found.reason)
-    _print_table(("space", "weight", "metric"),
-                 [(space, f"{weight:.2f}", found.metrics[space]) for space, weight in found.weights.items()])
+    _print_table(("space", "weight", "metric", "projection"),
+                 [(space, f"{weight:.2f}", found.metrics[space], _projection_text(found, space))
+                  for space, weight in found.weights.items()])
     if found.tuned:
         print(f"leave-one-out precision@{found.k} on these labels: {found.score:.3f} (equal weights"
               f" {found.equal_score:.3f}); fused queries now use these weights (mvr evaluate measures them by"
               " cross-validation)")
     return 0
+
+
+def _projection_text(found: Tuning, space: str) -> str:
+    """A space's learned projection in ``mvr tune``'s table: kept or not, and the out-of-fold figures."""
+    scores = found.projection_scores.get(space)
+    if scores is None:
+        return "-"
+    verdict = "lda" if space in found.projections else "none"
+    return f"{verdict} (P@{found.k} out of fold {scores['lda']:.3f}, stored vectors {scores['stored']:.3f})"
 
 
 def run_map(args: argparse.Namespace) -> int:

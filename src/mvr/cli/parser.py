@@ -182,6 +182,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     tune.add_argument("--choose-metrics", action="store_true",
                       help="also choose each space's metric from the labels (by default each keeps its own: on small"
                            " catalogs the choice costs precision, docs/evaluation.md)")
+    tune.add_argument("--no-projections", dest="projections", action="store_false",
+                      help="learn no projection in the audio spaces (by default each space whose registry entry"
+                           " takes one gets an LDA projection where it ranks better out of fold)")
     tune.add_argument("--json", action="store_true", help="print JSON")
     tune.set_defaults(run=commands["tune"])
 

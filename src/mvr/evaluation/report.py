@@ -71,7 +71,8 @@ def metric_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
 
 def summary_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
     """``(header, rows)``: each modality searched mvr's way and the study's way, side by side; then the tuned
-    fusion (cross-validated) and the query-adaptive one, when measured."""
+    fusion (cross-validated), the query-adaptive one and each audio space with its learned projection
+    (cross-validated), when measured."""
     header = ["modality", "mvr", "the study's method"]
     rows = [[modality] + [_described(evaluation.result(method, modality)) for method in METHODS]
             for modality in evaluation.modalities]
@@ -81,6 +82,10 @@ def summary_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
                                       f" {_score(evaluation.tuned.result)}", ""])
     if evaluation.adaptive is not None:
         rows.append(["fused (adaptive)", f"{evaluation.adaptive.metric} adaptive: {_score(evaluation.adaptive)}", ""])
+    for space, found in evaluation.learned.items():
+        kept = sum(space in fold.tuning.projections for fold in found.folds)
+        rows.append([f"{space} (learned)", f"LDA in {kept} of {len(found.folds)} folds, cross-validated:"
+                                           f" {_score(found.result)}", ""])
     return header, rows
 
 
@@ -91,7 +96,8 @@ def folds_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
         [str(i + 1), str(fold.queries.size),
          ", ".join(f"{space} {weight:.1f}" for space, weight in fold.tuning.weights.items())
          + ("" if fold.tuning.tuned else " (too few labels: equal)"),
-         ", ".join(f"{space} {metric}" for space, metric in fold.tuning.metrics.items())]
+         ", ".join(f"{space} {'LDA' if space in fold.tuning.projections else metric}"
+                   for space, metric in fold.tuning.metrics.items())]
         for i, fold in enumerate(evaluation.tuned.folds)
     ]
 

@@ -65,18 +65,25 @@ catalog holds, with each space's own mvr metric:
 ``"adaptive"``
     the query-adaptive late fusion (:func:`mvr.retrieval.fusion.adaptive_weights`), which needs no labels,
     with mvr's fused metric: it differs from mvr's equal weights only in its weights.
+
+and, for each space that takes a learned projection (the audio spaces), that space alone tuned as ``mvr tune``
+tunes it (its LDA projection where it ranks better out of fold), cross-validated the same way:
+
+``"learned"``
+    ``{space: {"result": {...}, "folds": [...]}}``, each result's method ``"learned"``. A tuned catalog uses the
+    projections in its fused searches only, so these rows are never a default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from mvr.errors import CatalogError, MvrError, UsageError
-from mvr.evaluation.crossval import TUNED, CrossValidation, cross_validate
+from mvr.evaluation.crossval import LEARNED, TUNED, CrossValidation, cross_validate
 from mvr.evaluation.protocols import PROTOCOLS
 from mvr.evaluation.scoring import Result, query_set, score_candidates, score_queries, summarise
-from mvr.features import space_names
+from mvr.features import SPACES, space_names
 from mvr.presets import PRESETS, Preset, get_preset
 from mvr.progress import Progress
 from mvr.retrieval.fusion import Fusion, Pool
@@ -105,6 +112,7 @@ class Evaluation:
     queries: str | None = None
     tuned: CrossValidation | None = None
     adaptive: Result | None = None
+    learned: dict[str, CrossValidation] = field(default_factory=dict)
     catalog_tuned: bool = False
     """The catalog held a tuning (:func:`mvr.retrieval.tuning.stored_tuning`): its fused queries use it by
     default, so the tuned fusion's row, not equal weights', is mvr's default for ``fused``."""
@@ -121,6 +129,8 @@ class Evaluation:
         its own metric for each search target, except that a tuned catalog's fused default is the tuned fusion."""
         if result.method == TUNED:
             return self.catalog_tuned
+        if result.method == LEARNED:
+            return False
         if result.modality == FUSED and self.catalog_tuned:
             return False
         return (result.method == DEFAULT_METHOD
@@ -142,6 +152,8 @@ class Evaluation:
             "results": [self._row(result) for result in self.results],
             "tuned": None if self.tuned is None else {**self.tuned.to_dict(), "result": self._row(self.tuned.result)},
             "adaptive": None if self.adaptive is None else self._row(self.adaptive),
+            "learned": {space: {**found.to_dict(), "result": self._row(found.result)}
+                        for space, found in self.learned.items()},
         }
 
     def _row(self, result: Result) -> dict:
@@ -208,6 +220,7 @@ def evaluate(
     # Both methods search the same raw vectors of one space; they differ only in how they fuse them. Beyond the
     # presets, the adaptive fusion is one more step; the tuned fusion's folds extend the count once dealt.
     scorings = len({(modality, kind) for modality, _, _, kind in planned}) + (1 if beyond else 0)
+    learning = [space for space in spaces if SPACES[space].learns_projection] if protocol == "loo" else []
     results = []
     with Progress("evaluating", scorings, unit="scoring", show=progress) as bar:
         scored: dict[tuple[str, str], list[Result]] = {}
@@ -223,10 +236,15 @@ def evaluate(
         tuned = adaptive = None
         if beyond:
             tuned, adaptive = _fusions_beyond_presets(searchers.pool(catalog, spaces), videos, k, bar)
+        learned = {}
+        for space in learning:
+            pool = searchers.pool(catalog, (space,))
+            learned[space] = cross_validate(pool, labelled_rows(pool, videos), query_set(pool, videos, space), k,
+                                            modality=space, method=LEARNED, progress=bar)
     return Evaluation(k=k, protocol=protocol, catalog=str(catalog.root), videos=len(videos),
                       created=datetime.now(UTC).isoformat(timespec="seconds"), results=results,
                       queries=None if queries is None else str(queries.root), tuned=tuned, adaptive=adaptive,
-                      catalog_tuned=stored_tuning(catalog) is not None)
+                      learned=learned, catalog_tuned=stored_tuning(catalog) is not None)
 
 
 def _fusions_beyond_presets(pool: Pool, videos: dict[int, Video], k: int,

@@ -99,6 +99,10 @@ class FeatureSpace:
         ``(options, runtime) -> Extractor``.
     default_metric : str
         mvr's metric for this space, chosen on the benchmark collections (``docs/evaluation.md``).
+    learns_projection : bool
+        Whether ``mvr tune`` tries a projection learned from the labels in this space
+        (:mod:`mvr.retrieval.projection`): chosen on the benchmark collections, where it gained in the audio spaces
+        on every one and lost on most in the visual space (``docs/evaluation.md``).
     """
 
     name: str
@@ -108,3 +112,4 @@ class FeatureSpace:
     options_from_catalog: Callable[[Mapping[str, str]], SpaceOptions | None]
     make_extractor: Callable[[SpaceOptions, RuntimeSettings], Extractor]
     default_metric: str
+    learns_projection: bool = False

@@ -222,11 +222,13 @@ SPACES: dict[str, FeatureSpace] = {
             name="audio", summary="pyAudioAnalysis' 136 features, as the study", stream="audio",
             default_options=AudioOptions(), options_from_catalog=lambda stored: AudioOptions(),
             make_extractor=lambda options, runtime: AudioExtractor(), default_metric="braycurtis",
+            learns_projection=True,
         ),
         FeatureSpace(
             name="musicnn", summary="MusiCNN's learned embedding of the music (MSD-trained tagger)", stream="audio",
             default_options=MusicnnOptions(), options_from_catalog=_musicnn_from_catalog,
             make_extractor=lambda options, runtime: MusicnnExtractor(options, runtime), default_metric="cosine",
+            learns_projection=True,
         ),
         FeatureSpace(
             name="visual", summary="a CNN over the keyframes, mean and spread", stream="video",

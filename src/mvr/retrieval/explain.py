@@ -12,6 +12,10 @@ A metric that is a sum over the vector's columns splits exactly by group (the co
 * ``correlation``: the same on the vectors less their means.
 
 ``chebyshev`` (one column decides) and the metrics that do not rank real-valued vectors have no split.
+
+In a space measured in a learned projection (:mod:`mvr.retrieval.projection`), the squared projected distance
+``|d|^2`` splits exactly as ``sum_g d_g . d``, ``d_g`` the projection of the group's own columns' difference: a
+distance share, which can be negative for a group that narrows the gap.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mvr.features import FeatureGroup
+from mvr.retrieval.projection import Projection
 
 DISTANCE_SHARE = "share of the distance"
 SIMILARITY_SHARE = "share of the similarity"
@@ -37,13 +42,16 @@ class GroupShares:
 
 
 def group_shares(query: np.ndarray, result: np.ndarray, metric: str,
-                 groups: Sequence[FeatureGroup]) -> GroupShares | None:
+                 groups: Sequence[FeatureGroup], *, projection: Projection | None = None) -> GroupShares | None:
     """Split one space's distance between ``query`` and ``result`` by feature group (see the module's rules).
 
-    Returns None for a metric with no split, or a distance of nothing to split (identical vectors).
+    ``projection``: the space's learned projection, in which ``metric`` then measures. Returns None for a metric
+    with no split, or a distance of nothing to split (identical vectors).
     """
     query, result = np.asarray(query, dtype=np.float64), np.asarray(result, dtype=np.float64)
     measure = DISTANCE_SHARE
+    if projection is not None:
+        return _shares(projection.group_parts(query, result, [group.columns for group in groups]), groups, measure)
     if metric in ("cityblock", "braycurtis"):
         terms = np.abs(query - result)
     elif metric == "euclidean":
@@ -58,7 +66,10 @@ def group_shares(query: np.ndarray, result: np.ndarray, metric: str,
         measure = SIMILARITY_SHARE
     else:
         return None
-    parts = np.array([terms[group.columns].sum() for group in groups])
+    return _shares(np.array([terms[group.columns].sum() for group in groups]), groups, measure)
+
+
+def _shares(parts: np.ndarray, groups: Sequence[FeatureGroup], measure: str) -> GroupShares | None:
     total = parts.sum()
     if not np.isfinite(total) or total == 0:
         return None

@@ -7,7 +7,9 @@ Three fusions (:data:`FUSIONS`):
     candidates of that query, and added with the fusion's weights. No space drowns another whatever its number of
     dimensions or its units, and nothing is fitted to the catalog, so nothing goes stale as it grows. Each space's
     raw distances and weighted z-scores are kept, so that a result can say why it is close. Each space may have
-    its own metric (:attr:`Fusion.metrics`, as :mod:`mvr.retrieval.tuning` chooses them).
+    its own metric (:attr:`Fusion.metrics`, as :mod:`mvr.retrieval.tuning` chooses them), and a space may be
+    measured in a projection learned from the catalog's labels (:attr:`Fusion.projections`,
+    :mod:`mvr.retrieval.projection`): query and candidates are then mapped alike before the distance.
 ``adaptive``
     Late fusion whose weights are set per query, after Zheng et al. (CVPR 2015, "Query-adaptive late fusion"): a
     space whose sorted similarity curve for this query is L-shaped (a few candidates stand out, the rest fall
@@ -31,6 +33,7 @@ import numpy as np
 from mvr.errors import UsageError
 from mvr.index.base import check_metric
 from mvr.index.exact import ExactSearcher
+from mvr.retrieval.projection import PROJECTED_METRIC, Projection
 from mvr.retrieval.targets import DEFAULT_FUSION, EQUAL_WEIGHTS, FUSIONS
 
 
@@ -48,11 +51,16 @@ class Fusion:
     metrics : mapping, optional
         space -> metric, for ``late`` and ``adaptive``; a space left out (or all, when None) takes the search's
         metric.
+    projections : mapping, optional
+        space -> its learned projection, for ``late`` and ``adaptive``: such a space is measured by
+        :data:`~mvr.retrieval.projection.PROJECTED_METRIC` between the projected vectors; its searcher (which
+        shortlists a large catalog) keeps the space's own metric on the stored vectors.
     """
 
     method: str = DEFAULT_FUSION
     weights: Mapping[str, float] = field(default_factory=lambda: dict(EQUAL_WEIGHTS))
     metrics: Mapping[str, str] | None = None
+    projections: Mapping[str, Projection] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in FUSIONS:
@@ -61,6 +69,8 @@ class Fusion:
             raise UsageError("a fusion needs at least one space")
         for metric in (self.metrics or {}).values():
             check_metric(metric)
+        if self.projections and self.method == "concat":
+            raise UsageError("the study's concatenation compares the stored vectors: it takes no projection")
 
     @property
     def spaces(self) -> tuple[str, ...]:
@@ -68,8 +78,17 @@ class Fusion:
         return tuple(self.weights)
 
     def metric_of(self, space: str, metric: str) -> str:
-        """The metric that measures ``space`` in a search whose metric is ``metric``."""
+        """The metric that measures ``space`` in a search whose metric is ``metric`` (in its projection, if any)."""
+        return PROJECTED_METRIC if space in self.projections else self.searcher_metric(space, metric)
+
+    def searcher_metric(self, space: str, metric: str) -> str:
+        """The metric of ``space``'s searcher over its stored vectors, which shortlists a large catalog."""
         return (self.metrics or {}).get(space, metric)
+
+    def vectors_of(self, space: str, vectors: np.ndarray) -> np.ndarray:
+        """``space``'s vectors ``(..., dims)`` as the fusion measures them: projected, if it has a projection."""
+        projection = self.projections.get(space)
+        return vectors if projection is None else projection.apply(vectors)
 
 
 @dataclass(frozen=True)
@@ -161,8 +180,9 @@ def distances(
         return Distances(ExactSearcher(pool.ids, pool.concatenated, metric).distances(stacked, excluded))
     found = Distances(np.zeros(0))
     for space in pool.spaces:
-        searcher = ExactSearcher(pool.ids, pool.matrices[space], fusion.metric_of(space, metric))
-        part = searcher.distances(queries[space], excluded)
+        searcher = ExactSearcher(pool.ids, fusion.vectors_of(space, pool.matrices[space]),
+                                 fusion.metric_of(space, metric))
+        part = searcher.distances(fusion.vectors_of(space, np.asarray(queries[space])), excluded)
         if not np.isfinite(part).any():
             found.total = part  # the sum would be NaN everywhere: spare the other spaces (jensenshannon is slow)
             return found

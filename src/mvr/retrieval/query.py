@@ -129,9 +129,11 @@ class QueryVectors:
 
 
 def fusion_dict(fusion: Fusion, metric: str, weights_from: str) -> dict:
-    """How a fused search combined the spaces, as JSON: ``{"method", "weights", "metrics", "weights_from"}``."""
+    """How a fused search combined the spaces, as JSON: ``{"method", "weights", "metrics", "projections",
+    "weights_from"}`` (``projections``: space -> the method of its learned projection)."""
     return {"method": fusion.method, "weights": dict(fusion.weights),
             "metrics": {space: fusion.metric_of(space, metric) for space in fusion.spaces},
+            "projections": {space: found.method for space, found in fusion.projections.items()},
             "weights_from": weights_from}
 
 
@@ -153,8 +155,8 @@ def catalog_fusion(
     """The fusion a search of ``catalog`` uses, and where its weights come from (one of :data:`WEIGHT_ORIGINS`).
 
     Explicit ``weights`` (their spaces are the fused ones) come first; then, for late and adaptive fusion, the
-    catalog's tuning (:func:`mvr.retrieval.tuning.stored_tuning`), whose per-space metrics apply unless the search
-    names a metric (``metric_given``); else mvr's equal weights. None for a space of its own.
+    catalog's tuning (:func:`mvr.retrieval.tuning.stored_tuning`), whose per-space metrics and learned projections
+    apply unless the search names a metric (``metric_given``); else mvr's equal weights. None for a space of its own.
 
     Raises
     ------
@@ -169,8 +171,7 @@ def catalog_fusion(
     tuning = stored_tuning(catalog) if method != "concat" else None
     if tuning is None:
         return default, "equal"
-    return Fusion(method=method, weights=dict(tuning.weights),
-                  metrics=None if metric_given else dict(tuning.metrics)), "tuned"
+    return tuning.fusion(method, metrics=not metric_given), "tuned"
 
 
 def spaces_of(modality: str, fusion: Fusion | None) -> tuple[str, ...]:
@@ -324,7 +325,8 @@ def recommend_vectors(
     exclude = frozenset([query_id]) if query_id is not None else frozenset()
     by_space = None
     if searchers is not None:
-        by_space = {space: searchers.searcher(catalog, space, fusion.metric_of(space, metric) if fusion else metric)
+        by_space = {space: searchers.searcher(catalog, space,
+                                              fusion.searcher_metric(space, metric) if fusion else metric)
                     for space in pool.spaces}
     ranked = rank(query.vectors, pool, metric, fusion=fusion, k=k, exclude=exclude, searchers=by_space)
     rows = np.searchsorted(pool.ids, ranked.ids)
@@ -346,8 +348,8 @@ def _why(ranked: Ranked, i: int, query: Mapping[str, np.ndarray], pool: Pool, ro
     found = {}
     for space, part in ranked.parts.items():
         space_metric = fusion.metric_of(space, metric)
-        shares = group_shares(query[space], pool.matrices[space][row], space_metric, groups[space]) \
-            if space in groups else None
+        shares = group_shares(query[space], pool.matrices[space][row], space_metric, groups[space],
+                              projection=fusion.projections.get(space)) if space in groups else None
         found[space] = {
             "distance": float(part[i]), "metric": space_metric, "weight": float(fusion.weights[space]),
             "score": float(ranked.scores[space][i]), "similarity": float(ranked.space_similarity[space][i]),

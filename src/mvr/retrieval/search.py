@@ -292,10 +292,12 @@ def _rank_fused_shortlist(
 ) -> Ranked:
     """Late fusion on a large catalog: each space's shortlist, their union ranked with exact distances.
 
-    Each space's z-scores take the mean and spread of its exact distances to the space searcher's fixed sample
-    (:meth:`mvr.index.base.Searcher.sample`, the pool's videos among it), which estimate those over the whole pool:
-    the union's fused scores are then on the same scale as the exhaustive ones. Only the union's rows and the
-    sample are read: nothing here is proportional to the catalog (``excluded``: the ids left out, int64).
+    A space with a learned projection is shortlisted by its searcher on the stored vectors, and the union is
+    ranked in the projection. Each space's z-scores take the mean and spread of its exact distances to the space
+    searcher's fixed sample (:meth:`mvr.index.base.Searcher.sample`, the pool's videos among it), which estimate
+    those over the whole pool: the union's fused scores are then on the same scale as the exhaustive ones. Only
+    the union's rows and the sample are read: nothing here is proportional to the catalog (``excluded``: the ids
+    left out, int64).
     """
     size = max(_FUSED_SHORTLIST, 4 * k)
     union = []
@@ -309,9 +311,11 @@ def _rank_fused_shortlist(
     parts, scales = {}, {}
     for space in pool.spaces:
         space_metric = fusion.metric_of(space, metric)
-        parts[space] = ExactSearcher(pool.ids[rows], pool.matrices[space][rows], space_metric).distances(query[space])
+        measured = fusion.vectors_of(space, query[space])
+        parts[space] = ExactSearcher(pool.ids[rows], fusion.vectors_of(space, pool.matrices[space][rows]),
+                                     space_metric).distances(measured)
         sample_ids, sample_rows = searchers[space].sample()
-        scale = ExactSearcher(sample_ids, sample_rows, space_metric).distances(query[space])
+        scale = ExactSearcher(sample_ids, fusion.vectors_of(space, sample_rows), space_metric).distances(measured)
         # The sample's videos outside the pool, or left out of this query, are not its candidates.
         scale[:, ~_held(pool.ids, np.searchsorted(pool.ids, sample_ids), sample_ids)
               | np.isin(sample_ids, excluded)] = np.nan

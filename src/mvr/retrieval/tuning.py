@@ -1,11 +1,17 @@
 """Fusion weights and per-space metrics learned from a catalog's labels (``mvr tune``).
 
 The choice maximises leave-one-out precision@k over the labelled videos, a query's own group (two excerpts of one
-song) never ranked for it, exactly as ``mvr evaluate`` scores. It is made from the stored vectors in two steps:
+song) never ranked for it, exactly as ``mvr evaluate`` scores. It is made from the stored vectors in three steps:
 
 1. each space's metric: by default the space's own (its registry default); with ``metrics`` given (``mvr tune
    --choose-metrics``: :data:`TUNING_METRICS`), the one of them with that space's best precision@k;
-2. the weights, on a grid over the simplex (steps of :data:`WEIGHT_STEP`), with those metrics. Each space's
+2. in each space whose registry entry ``learns_projection`` (the audio spaces), a linear discriminant projection
+   (:func:`mvr.retrieval.projection.fit_lda`), kept only where it ranks better than the stored vectors with
+   their metric. A projection fitted on the queries it is scored on would flatter itself, so it is judged
+   *out of fold*: the labelled videos are dealt into folds by group (:func:`group_folds`), and each fold's
+   queries are ranked in a projection fitted on the other folds. Those out-of-fold distances are also what the
+   weights are chosen on; the projection kept is then fitted on every labelled video;
+3. the weights, on a grid over the simplex (steps of :data:`WEIGHT_STEP`), with those metrics. Each space's
    distance matrix (queries x candidates, z-scored per query as late fusion does) is computed once; a grid point
    is then one weighted sum and one linear-time cut per query (:func:`mvr.retrieval.ranking.first_k`).
 
@@ -19,10 +25,11 @@ queries use it while the catalog's extractors are those it was tuned on (:func:`
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
@@ -30,8 +37,10 @@ import numpy as np
 from mvr.errors import UsageError
 from mvr.features import SPACES, space_names
 from mvr.index.base import METRICS
+from mvr.index.exact import ExactSearcher
 from mvr.progress import Progress
 from mvr.retrieval.fusion import Fusion, Pool, distances, row_z_scores
+from mvr.retrieval.projection import LDA, PROJECTED_METRIC, Projection, fit_lda
 from mvr.retrieval.ranking import excluded_pairs, first_k
 from mvr.store import Catalog, Video
 
@@ -46,6 +55,8 @@ MIN_LABELS = 2
 MIN_LABELLED = 10
 MAX_QUERIES = 500
 """Labelled queries a tuning scores at most (taken evenly from the labelled videos); every video is ranked."""
+FOLDS = 5
+"""Folds by group: of the out-of-fold test of a learned projection here, of ``mvr evaluate``'s cross-validation."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,12 @@ class Tuning:
         False when there were too few labels: the weights are then equal, and ``reason`` says why.
     reason : str
         What was done, in a sentence.
+    projections : dict
+        space -> the JSON of its learned projection (:meth:`mvr.retrieval.projection.Projection.to_dict`), for
+        the spaces where one was kept.
+    projection_scores : dict
+        space -> ``{"stored": p, "lda": p}``: precision@k with the stored vectors and, out of fold, in a learned
+        projection, for every space where one was tried.
     """
 
     weights: dict[str, float]
@@ -90,10 +107,16 @@ class Tuning:
     extractors: dict[str, str]
     tuned: bool
     reason: str
+    projections: dict[str, dict] = field(default_factory=dict)
+    projection_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def fusion(self, method: str = "late") -> Fusion:
-        """The fusion this tuning chose."""
-        return Fusion(method=method, weights=dict(self.weights), metrics=dict(self.metrics))
+    def fusion(self, method: str = "late", *, metrics: bool = True) -> Fusion:
+        """The fusion this tuning chose; without ``metrics`` (a search that names its metric), without its
+        metrics and projections."""
+        if not metrics:
+            return Fusion(method=method, weights=dict(self.weights))
+        return Fusion(method=method, weights=dict(self.weights), metrics=dict(self.metrics),
+                      projections={space: Projection.from_dict(found) for space, found in self.projections.items()})
 
     def to_dict(self) -> dict:
         """The JSON form (stored under :data:`TUNING_KEY`, printed by ``mvr tune --json``)."""
@@ -102,7 +125,8 @@ class Tuning:
     @classmethod
     def from_dict(cls, found: Mapping) -> Tuning:
         """The tuning of :meth:`to_dict`'s JSON."""
-        return cls(**{name: found[name] for name in cls.__dataclass_fields__})
+        # A tuning stored before projections existed has none.
+        return cls(**{name: found[name] for name in cls.__dataclass_fields__ if name in found})
 
 
 def weight_grid(spaces: int, step: float = WEIGHT_STEP) -> np.ndarray:
@@ -134,6 +158,7 @@ def tune_pool(
     k: int = 5,
     within: np.ndarray | None = None,
     metrics: tuple[str, ...] | None = None,
+    projections: bool = True,
     step: float = WEIGHT_STEP,
     max_queries: int = MAX_QUERIES,
     progress: Progress | None = None,
@@ -154,6 +179,8 @@ def tune_pool(
     metrics : tuple of str, optional
         The metrics to choose each space's from (e.g. :data:`TUNING_METRICS`); by default each space keeps its
         own default metric.
+    projections : bool
+        Whether to try a learned projection in the spaces that take one (see the module).
     step : float
         The weight grid's step.
     max_queries : int
@@ -178,6 +205,7 @@ def tune_pool(
     equal = {space: 1 / len(spaces) for space in spaces}
     labels = rows.labels[within]
     labelled = np.flatnonzero(np.not_equal(labels, None))
+    fitted_on = within[labelled]  # every labelled row: what a projection is fitted on
     names = sorted({str(label) for label in labels[labelled]})
     default_metrics = {space: SPACES[space].default_metric if space in SPACES else "cosine" for space in spaces}
     if len(names) < MIN_LABELS or labelled.size < MIN_LABELLED:
@@ -204,9 +232,10 @@ def tune_pool(
              # The space's own default first, so that it wins a tie.
              tuple(sorted(metrics, key=lambda m, s=space: (m != default_metrics[s], METRICS.index(m))))
              for space in spaces}
+    learning = [space for space in spaces if projections and space in SPACES and SPACES[space].learns_projection]
     if progress is not None:
-        progress.extend(sum(len(found) for found in tried.values()) + 1)
-    chosen, scaled = {}, {}
+        progress.extend(sum(len(found) for found in tried.values()) + len(learning) + 1)
+    chosen, scaled, learned, learned_scores = {}, {}, {}, {}
     for space in spaces:
         single = Pool(ids=candidate_pool.ids, matrices={space: candidate_pool.matrices[space]})
         best = None
@@ -222,7 +251,19 @@ def tune_pool(
         if best is None:
             raise UsageError(f"{space}: none of {', '.join(tried[space])} ranks every query")
         chosen[space] = best[1]
-        scaled[space] = row_z_scores(best[2]).astype(np.float32)
+        measured = best[2]
+        if space in learning:
+            out_of_fold = _out_of_fold_distances(pool.matrices[space], rows, fitted_on, queries, candidates, excluded)
+            if progress is not None:
+                progress.update()
+            if out_of_fold is not None:
+                precision = precision_at_k(out_of_fold, relevant, k)
+                learned_scores[space] = {"stored": round(best[0], 4), LDA: round(precision, 4)}
+                fitted = fit_lda(pool.matrices[space][fitted_on], rows.labels[fitted_on]) \
+                    if precision > best[0] else None
+                if fitted is not None:
+                    learned[space], measured = fitted.to_dict(), out_of_fold
+        scaled[space] = row_z_scores(measured).astype(np.float32)
     grid = weight_grid(len(spaces), step)
     scores = np.array([precision_at_k(_weighted(scaled, spaces, point), relevant, k) for point in grid])
     if progress is not None:
@@ -231,11 +272,73 @@ def tune_pool(
     winner = np.lexsort((balance, -scores))[0]
     weights = {space: round(float(w), 6) for space, w in zip(spaces, grid[winner], strict=True)}
     equal_score = precision_at_k(_weighted(scaled, spaces, np.full(len(spaces), 1 / len(spaces))), relevant, k)
+    projected = f", a learned projection in {', '.join(learned)}" if learned else ""
     return Tuning(weights=weights, metrics=chosen, k=k, labels=names, videos=used,
                   score=round(float(scores[winner]), 4), equal_score=round(equal_score, 4), created="",
                   extractors={}, tuned=True,
                   reason=f"tuned on {queries.size} labelled videos ({len(names)} labels), {grid.shape[0]} weight"
-                         f" points")
+                         f" points{projected}",
+                  projections=learned, projection_scores=learned_scores)
+
+
+def _out_of_fold_distances(vectors: np.ndarray, rows: LabelledRows, labelled: np.ndarray, queries: np.ndarray,
+                           candidates: np.ndarray, excluded: np.ndarray) -> np.ndarray | None:
+    """The queries' distances to the candidates in learned projections, each query's from one fitted without
+    its fold, float64 ``(q, n)`` (NaN where ``excluded``); None where a fold's projection cannot be fitted.
+
+    ``labelled``: the pool positions of every labelled row, dealt into :data:`FOLDS` folds by group;
+    ``queries`` (among them) and ``candidates``: pool positions.
+    """
+    fold_of = np.full(rows.labels.size, -1)
+    for number, members in enumerate(group_folds(rows.groups[labelled], rows.keys[labelled], FOLDS)):
+        fold_of[labelled[members]] = number
+    found = np.full((queries.size, candidates.size), np.nan)
+    for number in np.unique(fold_of[queries]):
+        asked = np.flatnonzero(fold_of[queries] == number)
+        training = labelled[fold_of[labelled] != number]
+        projection = fit_lda(vectors[training], rows.labels[training])
+        if projection is None:
+            return None
+        searcher = ExactSearcher(np.arange(candidates.size), projection.apply(vectors[candidates]),
+                                 PROJECTED_METRIC)
+        found[asked] = searcher.distances(projection.apply(vectors[queries[asked]]), excluded[asked])
+    return found
+
+
+def group_folds(groups: np.ndarray, keys: np.ndarray, folds: int = FOLDS) -> list[np.ndarray]:
+    """Deal videos into ``folds`` folds, whole groups at a time.
+
+    Groups go largest first (equal sizes in the order of their name's SHA-256, so that the deal does not depend
+    on indexing order) to the fold with the fewest videos so far (the first such). A video with no group is a
+    group of its own, named by its key.
+
+    Parameters
+    ----------
+    groups : np.ndarray
+        object ``(n,)``: each video's group, or None.
+    keys : np.ndarray
+        object ``(n,)``: each video's content hash.
+    folds : int
+        How many folds (fewer when there are fewer groups).
+
+    Returns
+    -------
+    list of np.ndarray
+        Each fold's positions, ascending; together they hold every position once.
+    """
+    names = np.array([f"group:{g}" if g is not None else f"video:{key}" for g, key in zip(groups, keys,
+                                                                                        strict=True)], dtype=object)
+    unique, sizes = np.unique(names, return_counts=True)
+    order = sorted(range(unique.size),
+                   key=lambda i: (-sizes[i], hashlib.sha256(str(unique[i]).encode()).hexdigest()))
+    count = min(folds, unique.size)
+    members: list[list[int]] = [[] for _ in range(count)]
+    fill = np.zeros(count, dtype=np.int64)
+    for i in order:
+        target = int(np.argmin(fill))
+        members[target].append(i)
+        fill[target] += sizes[i]
+    return [np.flatnonzero(np.isin(names, unique[chosen])) for chosen in members]
 
 
 def _weighted(scaled: dict[str, np.ndarray], spaces: tuple[str, ...], point: np.ndarray) -> np.ndarray:
@@ -268,12 +371,13 @@ def catalog_spaces(catalog: Catalog) -> tuple[str, ...]:
 
 
 def tune_catalog(catalog: Catalog, k: int = 5, pool: Pool | None = None, *, metrics: tuple[str, ...] | None = None,
-                 progress: bool | None = None) -> Tuning:
+                 projections: bool = True, progress: bool | None = None) -> Tuning:
     """Tune the fusion of every space the catalog holds on its labelled videos (see :func:`tune_pool`).
 
     ``pool`` (the catalog's vectors of those spaces, from :meth:`mvr.retrieval.search.SearcherCache.pool`) is
     loaded when not given; ``metrics``: the metrics to choose each space's from (by default each keeps its own);
-    ``progress`` shows the metrics tried and the grid (:class:`mvr.progress.Progress`).
+    ``projections``: whether to learn projections where they pay; ``progress`` shows the metrics tried and the
+    grid (:class:`mvr.progress.Progress`).
 
     Raises
     ------
@@ -290,7 +394,7 @@ def tune_catalog(catalog: Catalog, k: int = 5, pool: Pool | None = None, *, metr
     pool = pool or SearcherCache().pool(catalog, spaces)
     with Progress("tuning", 0, unit="step", show=progress) as bar:
         found = tune_pool(pool, labelled_rows(pool, {video.id: video for video in catalog.videos()}), k=k,
-                          metrics=metrics, progress=bar)
+                          metrics=metrics, projections=projections, progress=bar)
     extractors = {space: catalog.setting(f"extractor.{space}") for space in spaces}
     return Tuning(**{**found.to_dict(), "created": datetime.now(UTC).isoformat(timespec="seconds"),
                      "extractors": extractors})

@@ -133,6 +133,9 @@ class FusionOut(BaseModel):
     method: str
     weights: dict[str, float]
     metrics: dict[str, Metric]
+    projections: dict[str, str] = Field(
+        default_factory=dict, description="space -> the projection learned from the catalog's labels in which it is"
+                                          " measured (\"lda\"), from the catalog's tuning")
     weights_from: Literal["equal", "tuned", "explicit"]
 
 
@@ -305,7 +308,9 @@ class EvaluationRow(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     method: str = Field("mvr", description="mvr; study: the study's own method measured on the same data; tuned:"
-                                           " the tuned fusion, cross-validated; adaptive: the query-adaptive fusion")
+                                           " the tuned fusion, cross-validated; adaptive: the query-adaptive"
+                                           " fusion; learned: one space with its learned projection,"
+                                           " cross-validated")
     modality: str
     metric: str
     precision: float | None = Field(description="precision@k; null when degenerate")
@@ -324,12 +329,15 @@ class EvaluationFold(BaseModel):
     queries: int
     weights: dict[str, float]
     metrics: dict[str, str]
+    projections: list[str] = Field(default_factory=list,
+                                   description="the spaces measured in a projection learned on the other folds")
     tuned: bool = Field(description="false: too few labels in the other folds, equal weights kept")
     training_score: float | None = Field(None, description="precision@k on the videos tuned on (in-sample)")
 
 
 class EvaluationTuned(BaseModel):
-    """The tuned fusion, scored only by cross-validation over groups (:mod:`mvr.evaluation.crossval`)."""
+    """The tuned fusion (or one space tuned alone), scored only by cross-validation over groups
+    (:mod:`mvr.evaluation.crossval`)."""
 
     result: EvaluationRow
     folds: list[EvaluationFold]
@@ -354,6 +362,9 @@ class EvaluationOut(BaseModel):
     results: list[EvaluationRow]
     tuned: EvaluationTuned | None = Field(None, description="the tuned fusion, cross-validated (loo only)")
     adaptive: EvaluationRow | None = Field(None, description="the query-adaptive fusion (loo only)")
+    learned: dict[str, EvaluationTuned] = Field(
+        default_factory=dict, description="space -> that space alone with its learned projection where the folds"
+                                          " keep one, cross-validated (loo only)")
 
 
 class MapPointOut(BaseModel):
