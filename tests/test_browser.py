@@ -363,6 +363,11 @@ def test_evaluation_page_charts_the_latest_results(page, catalog_dir: Path, tmp_
         assert [row["metric"] for row in audio if "study's choice" in row["tags"]] == ["euclidean"]
         assert not any(row["grey"] for row in audio) and any(row["grey"] for row in fused)
     assert [row["metric"] for row in by_title["Multimodal retrieval"]["rows"] if row["default"]] == []  # tuned
+    # The audio space tuned alone, cross-validated, closes its chart; never a default.
+    learned = by_title["Audio retrieval"]["rows"][-1]
+    assert learned["kind"] == "learned" and not learned["default"]
+    assert learned["values"] == [f"{found['learned']['audio']['result'][key]:.2f}" for key in ("precision", "map")]
+    assert not any(row["kind"] == "learned" for row in by_title["Visual retrieval"]["rows"])
     assert [row["metric"] for row in plain[-1]["rows"] if row["default"]] == ["cosine"]
     assert tuned[0]["chance"] == pytest.approx(found["tuned"]["result"]["chance"])
     labels = tuned[1]["labels"]

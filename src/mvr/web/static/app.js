@@ -442,8 +442,12 @@ function showResults(status, query, link, options) {
   if (link) $("#query-link").href = link;
 
   const results = found.results;
+  // A space measured in the projection the catalog learned from its labels (mvr tune) says so.
+  const projected = Object.entries(found.fusion?.projections || {})
+    .map(([space, method]) => `, ${modalityName(space)} in its ${method.toUpperCase()} projection`).join("");
   const measure = found.fusion
     ? `${found.fusion.method} fusion, ${found.fusion.weights_from} weights ${weightsText(found.fusion.weights)}`
+      + projected
     : `${found.metric} distance`;
   $("#results-heading").textContent =
     `${results.length} recommendations · ${modalityName(found.modality)} · ${measure}`;

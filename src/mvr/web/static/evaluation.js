@@ -23,7 +23,8 @@ async function loadEvaluation() {
   $("#charts").replaceChildren(
     ...[fusionPanel(evaluation), labelPanel(evaluation, modalities)].filter(Boolean),
     ...modalities.map((modality) => metricChart(
-      modality, evaluation.results.filter((row) => row.modality === modality), evaluation.k, studyChoice[modality])));
+      modality, evaluation.results.filter((row) => row.modality === modality), evaluation.k, studyChoice[modality],
+      evaluation.learned?.[modality])));
 }
 
 function evaluationSummary(evaluation) {
@@ -87,8 +88,9 @@ function labelPanel(evaluation, modalities) {
 
 // One bar chart per modality, metrics sorted by mvr's precision, as in the study's figures. Where the results
 // also score the study's own method on the same data and it differs from mvr's (the fused search), its bar sits
-// under mvr's, in grey: on one space both methods rank the same vectors with the same metric alike.
-function metricChart(modality, rows, k, studyMetric) {
+// under mvr's, in grey: on one space both methods rank the same vectors with the same metric alike. An audio
+// space's last row is that space tuned alone (its LDA projection where a fold keeps one), cross-validated.
+function metricChart(modality, rows, k, studyMetric, learned) {
   const panel = element("section", "panel chart");
   panel.append(element("h2", "", `${modalityName(modality)} retrieval`));
   const byMetric = new Map();
@@ -107,6 +109,11 @@ function metricChart(modality, rows, k, studyMetric) {
     body.append(chartRow(metric, mvr, { best: best >= 0 && score(mvr) === best, study: differs ? study : null,
       studyChoice: metric === studyMetric }));
   }
+  if (learned) {
+    const kept = learned.folds.filter((fold) => fold.projections?.includes(modality)).length;
+    body.append(chartRow(`learned projection (LDA in ${kept} of ${learned.folds.length} folds, cross-validated)`,
+      learned.result, { kind: "learned" }));
+  }
   panel.append(body);
   const queries = rows.find((row) => row.queries)?.queries;
   panel.append(element("p", "chart-legend", [
@@ -115,6 +122,7 @@ function metricChart(modality, rows, k, studyMetric) {
     ...(greyBars ? ["grey: the study's method on the same data"] : []),
     "dotted line: chance (a random ranking)",
     "hatched: degenerate metric",
+    ...(learned ? ["learned: scored only on queries it was not fitted on"] : []),
   ].join("; ")));
   return panel;
 }
