@@ -131,3 +131,14 @@ def test_a_catalog_keeps_its_projection_and_fused_queries_use_it(tmp_path: Path)
                               Projection.from_dict(found.projections["audio"]).apply(vectors))
         # A search that names its metric compares the stored vectors with it.
         assert not catalog_fusion(catalog, "fused", metric_given=True)[0].projections
+
+
+def test_a_tuning_stored_before_projections_reads_as_one_without_them() -> None:
+    vectors, labels = labelled_vectors()
+    rows = LabelledRows(labels=labels.astype(object), groups=np.array([None] * labels.size, dtype=object),
+                        keys=np.array([str(i) for i in range(labels.size)], dtype=object))
+    found = tune_pool(Pool(ids=np.arange(labels.size), matrices={"audio": vectors, "visual": vectors}), rows)
+    older = {name: value for name, value in found.to_dict().items()
+             if name not in ("projections", "projection_scores")}
+    again = type(found).from_dict(older)
+    assert again.projections == {} and again.projection_scores == {} and not again.fusion().projections
