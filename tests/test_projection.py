@@ -10,10 +10,11 @@ import pytest
 from scipy.spatial.distance import cdist, pdist
 
 from mvr.features import FeatureGroup
+from mvr.retrieval.collection_map import neighbour_graph
 from mvr.retrieval.explain import DISTANCE_SHARE, group_shares
 from mvr.retrieval.fusion import Fusion, Pool, distances
 from mvr.retrieval.projection import Projection, fit_lda
-from mvr.retrieval.query import catalog_fusion, fusion_dict
+from mvr.retrieval.query import SearchPlan, catalog_fusion, fusion_dict
 from mvr.retrieval.search import rank
 from mvr.retrieval.tuning import LabelledRows, store_tuning, stored_tuning, tune_catalog, tune_pool
 from mvr.store import Catalog, NewVideo
@@ -142,3 +143,24 @@ def test_a_tuning_stored_before_projections_reads_as_one_without_them() -> None:
              if name not in ("projections", "projection_scores")}
     again = type(found).from_dict(older)
     assert again.projections == {} and again.projection_scores == {} and not again.fusion().projections
+
+
+def test_the_map_places_a_tuned_catalog_by_its_projected_distances() -> None:
+    vectors, labels = labelled_vectors()
+    projection = fit_lda(vectors, labels)
+    pool = Pool(ids=np.arange(labels.size), matrices={"audio": vectors, "visual": vectors[:, ::-1].copy()})
+    fusion = Fusion(weights={"audio": 0.7, "visual": 0.3}, metrics={"audio": "braycurtis", "visual": "cosine"},
+                    projections={"audio": projection})
+    plan = SearchPlan(modality="fused", metric="cosine", fusion=fusion, weights_from="tuned", pool=pool)
+    graph = neighbour_graph(plan, 5)
+    total = distances(dict(pool.matrices), pool, "cosine", fusion).total
+    np.fill_diagonal(total, np.inf)
+    for row in range(labels.size):
+        columns = graph.indices[graph.indptr[row]:graph.indptr[row + 1]]
+        assert set(columns[1:]) == set(np.argsort(total[row])[:5])
+    # Without its projection the same fusion places the videos otherwise: the test tells the two apart.
+    stored = Fusion(weights=dict(fusion.weights), metrics=dict(fusion.metrics))
+    raw = neighbour_graph(SearchPlan(modality="fused", metric="cosine", fusion=stored, weights_from="tuned",
+                                     pool=pool), 5)
+    assert not np.array_equal(np.sort(raw.indices.reshape(labels.size, -1), axis=1),
+                              np.sort(graph.indices.reshape(labels.size, -1), axis=1))

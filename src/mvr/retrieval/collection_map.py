@@ -232,11 +232,14 @@ def method_description() -> dict:
 
 def layout_key(catalog: Catalog, plan: SearchPlan) -> dict:
     """Everything a saved layout must have been computed from to be used: the catalog's generation, the spaces'
-    extractors, the target's metric and fusion, and the method with its parameters and library version."""
+    extractors, the target's metric and fusion (with its learned projections' digests), and the method with its
+    parameters and library version."""
     return {"generation": catalog.generation(), "target": plan.modality,
             "extractors": {space: catalog.setting(f"extractor.{space}") for space in plan.pool.spaces},
             "metric": plan.metric,
             "fusion": None if plan.fusion is None else fusion_dict(plan.fusion, plan.metric, plan.weights_from),
+            "projections": {} if plan.fusion is None else {space: found.digest
+                                                           for space, found in plan.fusion.projections.items()},
             "method": method_description()}
 
 
@@ -314,7 +317,8 @@ def _target_distances(pool: Pool, rows: np.ndarray, metric: str, fusion: Fusion 
     :func:`mvr.retrieval.fusion.distances` ranks them (one space, the concatenation, or the late fusion)."""
     if fusion is None or fusion.method == "concat":
         return _space_distances(pool.concatenated, rows, metric)
-    parts = {space: _space_distances(pool.matrices[space], rows, fusion.metric_of(space, metric))
+    parts = {space: _space_distances(fusion.vectors_of(space, pool.matrices[space]), rows,
+                                     fusion.metric_of(space, metric))
              for space in pool.spaces}
     return combine(parts, fusion).total
 
@@ -332,14 +336,16 @@ def _space_distances(matrix: np.ndarray, rows: np.ndarray, metric: str) -> np.nd
 
 def _initial_layout(pool: Pool, fusion: Fusion | None) -> np.ndarray:
     """float32 ``(n, 2)``: the first two principal components of the pool's vectors, each space's columns
-    standardised and scaled by the square root of its fusion weight over its width (so that each space weighs as
-    the fusion weighs it, whatever its width), scaled as t-SNE's own PCA start (standard deviation 1e-4 along the
-    first)."""
+    (in its learned projection, if any) standardised and scaled by the square root of its fusion weight over its
+    width (so that each space weighs as the fusion weighs it, whatever its width), scaled as t-SNE's own PCA start
+    (standard deviation 1e-4 along the first)."""
     from sklearn.decomposition import PCA  # with TSNE: the map extra
 
-    weights = fusion.weights if fusion is not None and fusion.method != "concat" else {}
+    late = fusion is not None and fusion.method != "concat"
+    weights = fusion.weights if late else {}
     blocks = []
-    for space, matrix in pool.matrices.items():
+    for space, stored in pool.matrices.items():
+        matrix = fusion.vectors_of(space, stored) if late else stored  # a space as the fusion measures it
         spread = matrix.std(axis=0)
         scale = np.sqrt(weights.get(space, 1.0) / matrix.shape[1])
         blocks.append((matrix - matrix.mean(axis=0)) / np.where(spread > 0, spread, 1.0) * scale)

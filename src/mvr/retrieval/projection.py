@@ -17,6 +17,8 @@ query and to the candidates alike, before the distance.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -68,6 +70,11 @@ class Projection:
         difference = (np.asarray(query, dtype=np.float64) - np.asarray(result, dtype=np.float64)) / self.scale
         whole = difference @ self.components
         return np.array([(difference[cols] @ self.components[cols]) @ whole for cols in columns])
+
+    @property
+    def digest(self) -> str:
+        """The SHA-256 of its JSON, which tells two fits apart (a saved map's layout records it)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
     def to_dict(self) -> dict:
         """The JSON form: the method and each array's exact float64 bytes (little-endian, base64)."""
