@@ -118,10 +118,7 @@ def fit_lda(vectors: np.ndarray, labels: np.ndarray) -> Projection | None:
     names, codes = np.unique(np.asarray(labels).astype(str), return_inverse=True)
     if names.size < 2 or vectors.shape[0] <= names.size:
         return None
-    mean = vectors.mean(axis=0)
-    spread = vectors.std(axis=0)
-    scale = np.where(spread > 0, spread, 1.0)
-    standard = (vectors - mean) / scale
+    standard, mean, scale = _standardised(vectors)
     priors = np.bincount(codes) / codes.size
     within = sum(prior * _shrunk_covariance(standard[codes == code]) for code, prior in enumerate(priors))
     between = _shrunk_covariance(standard) - within
@@ -135,9 +132,7 @@ def fit_lda(vectors: np.ndarray, labels: np.ndarray) -> Projection | None:
 
 def _shrunk_covariance(rows: np.ndarray) -> np.ndarray:
     """The Ledoit-Wolf covariance of ``rows`` ``(n, d)``, computed on its standardised columns and scaled back."""
-    spread = rows.std(axis=0)
-    scale = np.where(spread > 0, spread, 1.0)
-    standard = (rows - rows.mean(axis=0)) / scale
+    standard, _, scale = _standardised(rows)
     count, dims = standard.shape
     empirical = standard.T @ standard / count
     target = np.trace(empirical) / dims
@@ -149,3 +144,12 @@ def _shrunk_covariance(rows: np.ndarray) -> np.ndarray:
     shrunk = (1.0 - shrinkage) * empirical
     shrunk[np.diag_indices(dims)] += shrinkage * target
     return scale[:, None] * shrunk * scale[None, :]
+
+
+def _standardised(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``rows`` ``(n, d)`` less their column means over their columns' spreads (1 for a constant column), and the
+    means and spreads used."""
+    mean = rows.mean(axis=0)
+    spread = rows.std(axis=0)
+    scale = np.where(spread > 0, spread, 1.0)
+    return (rows - mean) / scale, mean, scale
