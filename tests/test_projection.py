@@ -59,11 +59,15 @@ def test_a_projection_survives_its_json_exactly_and_splits_its_distance_by_group
     again = Projection.from_dict(json.loads(json.dumps(found.to_dict())))
     assert np.array_equal(again.apply(vectors), found.apply(vectors))
     groups = (FeatureGroup("wide", np.arange(36)), FeatureGroup("telling", np.arange(36, 40)))
-    parts = found.group_parts(vectors[0], vectors[20], [group.columns for group in groups])
-    squared = float(((found.apply(vectors[0]) - found.apply(vectors[20])) ** 2).sum())
-    assert parts.sum() == pytest.approx(squared, rel=1e-12)
+    # Two videos that differ in one group only: that group's part is the whole squared projected distance.
+    other = vectors[0].copy()
+    other[36:] = vectors[20][36:]
+    parts = found.group_parts(vectors[0], other, [group.columns for group in groups])
+    squared = float(((found.apply(vectors[0]) - found.apply(other)) ** 2).sum())
+    assert parts[0] == 0.0 and parts[1] == pytest.approx(squared, rel=1e-12)
     shares = group_shares(vectors[0], vectors[20], "euclidean", groups, projection=found)
     assert shares.measure == DISTANCE_SHARE and sum(shares.shares.values()) == pytest.approx(1.0)
+    assert all(0.0 <= share <= 1.0 for share in shares.shares.values())
 
 
 def test_the_fusion_measures_a_projected_space_in_its_projection() -> None:

@@ -13,9 +13,10 @@ A metric that is a sum over the vector's columns splits exactly by group (the co
 
 ``chebyshev`` (one column decides) and the metrics that do not rank real-valued vectors have no split.
 
-In a space measured in a learned projection (:mod:`mvr.retrieval.projection`), the squared projected distance
-``|d|^2`` splits exactly as ``sum_g d_g . d``, ``d_g`` the projection of the group's own columns' difference: a
-distance share, which can be negative for a group that narrows the gap.
+In a space measured in a learned projection (:mod:`mvr.retrieval.projection`), each group's part is the squared
+projection of its own columns' difference, ``|d_g|^2`` (the distance were the two alike in every other group),
+as a share of the groups' sum: a distance share. The projection mixes the columns, so unlike the sums above this
+split leaves out the cross terms between groups, which belong to none.
 """
 
 from __future__ import annotations

@@ -61,15 +61,15 @@ class Projection:
         return ((np.asarray(vectors, dtype=np.float64) - self.mean) / self.scale) @ self.components
 
     def group_parts(self, query: np.ndarray, result: np.ndarray, columns: Sequence[np.ndarray]) -> np.ndarray:
-        """Each column group's part of the squared projected distance between ``query`` and ``result`` (dims,).
+        """Each column group's own part of the projected distance between ``query`` and ``result`` (dims,).
 
-        The projected difference is the sum of each group's projected difference ``d_g``, so the squared distance
-        ``|d|^2`` is the sum of ``d_g . d``: an exact split, whose parts can be negative (a group that pulls
-        the two apart less than the others bring them together). Returns float64 ``(groups,)``.
+        The projected difference ``d`` is the sum of each group's projected difference ``d_g`` (its own columns'
+        difference, projected); a group's part is ``|d_g|^2``: what the distance would be were the two videos
+        alike everywhere else. The parts are never negative; their sum differs from ``|d|^2`` by the cross terms
+        between groups, which belong to no group alone. Returns float64 ``(groups,)``.
         """
         difference = (np.asarray(query, dtype=np.float64) - np.asarray(result, dtype=np.float64)) / self.scale
-        whole = difference @ self.components
-        return np.array([(difference[cols] @ self.components[cols]) @ whole for cols in columns])
+        return np.array([float(np.square(difference[cols] @ self.components[cols]).sum()) for cols in columns])
 
     @property
     def digest(self) -> str:
