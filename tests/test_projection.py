@@ -136,6 +136,11 @@ def test_a_catalog_keeps_its_projection_and_fused_queries_use_it(tmp_path: Path)
                               Projection.from_dict(found.projections["audio"]).apply(vectors))
         # A search that names its metric compares the stored vectors with it.
         assert not catalog_fusion(catalog, "fused", metric_given=True)[0].projections
+        # Weights asked for replace the tuned weights only: audio alone, in its projection.
+        alone, origin = catalog_fusion(catalog, "fused", weights={"audio": 1.0})
+        assert origin == "explicit" and dict(alone.weights) == {"audio": 1.0}
+        assert set(alone.projections) == {"audio"} and dict(alone.metrics) == {"audio": found.metrics["audio"]}
+        assert not catalog_fusion(catalog, "fused", weights={"audio": 1.0}, metric_given=True)[0].projections
 
 
 def test_a_tuning_stored_before_projections_reads_as_one_without_them() -> None:

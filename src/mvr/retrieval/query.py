@@ -154,9 +154,11 @@ def catalog_fusion(
 ) -> tuple[Fusion | None, str]:
     """The fusion a search of ``catalog`` uses, and where its weights come from (one of :data:`WEIGHT_ORIGINS`).
 
-    Explicit ``weights`` (their spaces are the fused ones) come first; then, for late and adaptive fusion, the
-    catalog's tuning (:func:`mvr.retrieval.tuning.stored_tuning`), whose per-space metrics and learned projections
-    apply unless the search names a metric (``metric_given``); else mvr's equal weights. None for a space of its own.
+    The weights are explicit ``weights`` (their spaces are the fused ones), else, for late and adaptive fusion,
+    the catalog's tuning's (:func:`mvr.retrieval.tuning.stored_tuning`), else mvr's equal ones. A tuned catalog's
+    per-space metrics and learned projections apply to its spaces either way (so that ``musicnn=1`` searches
+    MusiCNN alone in its projection), unless the search names a metric (``metric_given``). None for a space of its
+    own.
 
     Raises
     ------
@@ -166,9 +168,15 @@ def catalog_fusion(
     default = fusion_for(modality, method)
     if default is None:
         return None, "equal"
-    if weights:
-        return Fusion(method=method, weights=dict(weights)), "explicit"
     tuning = stored_tuning(catalog) if method != "concat" else None
+    if weights:
+        if tuning is None or metric_given:
+            return Fusion(method=method, weights=dict(weights)), "explicit"
+        tuned = tuning.fusion(method)
+        return Fusion(method=method, weights=dict(weights),
+                      metrics={space: tuned.metrics[space] for space in weights if space in tuned.metrics},
+                      projections={space: tuned.projections[space] for space in weights
+                                   if space in tuned.projections}), "explicit"
     if tuning is None:
         return default, "equal"
     return tuning.fusion(method, metrics=not metric_given), "tuned"
