@@ -36,6 +36,11 @@ def test_lda_matches_scikit_learns_shrunk_eigen_solver() -> None:
     from sklearn.preprocessing import StandardScaler
 
     vectors, labels = labelled_vectors()
+    # A column of one repeated value (its computed spread is the rounding of its mean, about 1e-17) and one that is
+    # constant within each label, as a ReLU layer's outputs can be: both must count as constant, as in scikit-learn.
+    vectors[:, 0] = 0.1
+    vectors[:, 1] = np.repeat([0.3, 0.7, 0.1, 0.9], 12)
+    assert np.std(vectors[:, 0]) > 0 or np.std(vectors[:12, 1]) > 0
     reference = make_pipeline(StandardScaler(), LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto"))
     expected = reference.fit(vectors, labels).transform(vectors)
     found = fit_lda(vectors, labels)

@@ -147,9 +147,16 @@ def _shrunk_covariance(rows: np.ndarray) -> np.ndarray:
 
 
 def _standardised(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``rows`` ``(n, d)`` less their column means over their columns' spreads (1 for a constant column), and the
-    means and spreads used."""
+    """``rows`` ``(n, d)`` less their column means over their columns' spreads, and the means and spreads used.
+
+    A column whose variance is within the rounding error of computing it (Chan, Golub and LeVeque's bound, as
+    scikit-learn's ``StandardScaler``) is constant, and keeps a spread of 1: a column of one repeated value
+    otherwise gets a spread of 1e-17 from the rounding of its mean, and dominates the projection.
+    """
+    count = rows.shape[0]
     mean = rows.mean(axis=0)
-    spread = rows.std(axis=0)
-    scale = np.where(spread > 0, spread, 1.0)
+    variance = rows.var(axis=0)
+    eps = np.finfo(np.float64).eps
+    constant = variance <= count * eps * variance + (count * mean * eps) ** 2
+    scale = np.where(constant, 1.0, np.sqrt(variance))
     return (rows - mean) / scale, mean, scale
