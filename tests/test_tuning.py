@@ -260,7 +260,10 @@ def test_mvr_tune_then_query_uses_and_explains_the_tuned_weights(labelled_catalo
     # Explicit weights override the tuned ones; a bad one is a usage error.
     assert main(["query", query.source, "--catalog", str(labelled_catalog), "--modality", "fused", "--json",
                  "--fusion-weights", "audio=1"]) == 0
-    assert json.loads(capsys.readouterr().out)["fusion"]["weights"] == {"audio": 1.0}
+    alone = json.loads(capsys.readouterr().out)["fusion"]
+    # Only the weights are replaced: audio keeps its tuned metric and projection.
+    assert alone["weights"] == {"audio": 1.0} and alone["weights_from"] == "explicit"
+    assert alone["projections"] == ({"audio": "lda"} if "audio" in tuned["projections"] else {})
     assert main(["query", query.source, "--catalog", str(labelled_catalog), "--modality", "fused",
                  "--fusion-weights", "sound=1"]) == 1
     assert "unknown feature space 'sound'" in capsys.readouterr().err
