@@ -19,6 +19,7 @@ from mvr.index.build import FAISS_MIN_ROWS, build_searcher, reindex
 from mvr.index.exact import ExactSearcher
 from mvr.index.faiss import FaissSearcher
 from mvr.retrieval.fusion import Fusion, Pool
+from mvr.retrieval.projection import fit_lda
 from mvr.retrieval.search import SearcherCache, rank
 from mvr.store import Catalog, NewVideo
 
@@ -82,8 +83,10 @@ def test_rows_are_padded_when_fewer_than_k_have_a_distance() -> None:
     assert ids.tolist() == [[4, 3], [6, -1]]
 
 
+@pytest.mark.parametrize("projected", [False, True], ids=["stored", "audio-projected"])
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_fused_search_at_scale_finds_the_exhaustive_neighbours(vectors: dict[str, np.ndarray], metric: str,
+                                                               projected: bool,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # The searchers' scale samples hold every row here: the shortlist's scores are then the exhaustive ones.
     monkeypatch.setattr(faiss_index, "SCALE_SAMPLE_ROWS", ROWS)
@@ -91,7 +94,10 @@ def test_fused_search_at_scale_finds_the_exhaustive_neighbours(vectors: dict[str
                 matrices={space: matrix[:ROWS] for space, matrix in vectors.items()})
     searchers = {space: build_searcher(pool.ids, matrix, metric) for space, matrix in pool.matrices.items()}
     assert all(isinstance(searcher, FaissSearcher) for searcher in searchers.values())
-    fusion = Fusion("late", {"audio": 0.5, "visual": 0.5})
+    # A tuned catalog's audio space in its learned projection: shortlisted on the stored vectors, ranked projected.
+    labels = np.argmax(pool.matrices["audio"][:, 5:9], axis=1).astype(str)
+    projections = {"audio": fit_lda(pool.matrices["audio"], labels)} if projected else {}
+    fusion = Fusion("late", {"audio": 0.5, "visual": 0.5}, projections=projections)
     found, total = 0, 0
     for row in range(ROWS, ROWS + 10):
         query = {space: matrix[row] for space, matrix in vectors.items()}
