@@ -396,6 +396,25 @@ def test_a_fused_results_page_for_the_docs(browser, server_url: str, artifacts: 
         print(f"updated {DOCS_SCREENSHOT}")
 
 
+def test_a_card_shows_its_matching_keyframe_pair(browser, server_url: str, artifacts: Path) -> None:
+    query = next(video for video in catalog_videos(server_url) if video["label"])
+    with open_page(browser, f"{server_url}/#/search?video={query['id']}&modality=fused&k=3") as opened:
+        wait_for_results(opened, 3)
+        first = "#cards .result-card:first-child"
+        opened.click(f"{first} .frames-button")
+        opened.wait_for_function(f"document.querySelectorAll('{first} .keyframe-pair img').length === 2 && [...document"
+                                 f".querySelectorAll('{first} .keyframe-pair img')].every(i => i.naturalWidth > 0)")
+        caption = opened.text_content(f"{first} .keyframe-pair figcaption")
+        similarity = float(opened.get_attribute(f"{first} .keyframe-pair", "data-similarity"))
+        result_id = int(opened.get_attribute(first, "data-video-id"))
+        save_screenshot(opened, artifacts / "keyframe-pair.png")
+    assert caption.startswith("query keyframe ") and "cosine" in caption and -1.0 <= similarity <= 1.0
+    # What the API says for the same pair.
+    with urllib.request.urlopen(f"{server_url}/api/videos/{query['id']}/keyframe-match/{result_id}") as response:
+        found = json.load(response)
+    assert found["similarity"] == pytest.approx(similarity) and f"cosine {found['similarity']:.2f}" in caption
+
+
 def test_title_filter_in_the_collection(page, server_url: str) -> None:
     everything = catalog_videos(server_url)
     part = everything[-1]["title"][1:-1].upper()

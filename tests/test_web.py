@@ -7,25 +7,31 @@ most apps here are made with ``allow_private_urls``.
 
 from __future__ import annotations
 
+import base64
 import csv
 import functools
 import http.server
 import shutil
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from mvr.cli import main
+from mvr.errors import MediaError
+from mvr.features import build_extractors
 from mvr.ingest.pipeline import index_sources
+from mvr.retrieval.keyframe_match import matching_keyframes
 from mvr.retrieval.targets import default_metrics
-from mvr.store import Catalog
+from mvr.store import Catalog, catalog_options
 from mvr.web import ServiceSettings, create_app
 
 DEFAULT_METRICS = default_metrics()
@@ -355,6 +361,39 @@ def test_unknown_ids_are_404(client) -> None:
     assert_one_line_error(client.get("/api/videos/999/media"), 404, "video 999")
     assert_one_line_error(client.get("/api/videos/999/thumbnail"), 404, "video 999")
     assert_one_line_error(client.get("/api/videos/abc"), 422, "video_id")
+
+
+def test_the_keyframe_pair_of_a_result_is_the_nearest_one(client, catalog_dir: Path, runtime,
+                                                          tmp_path: Path) -> None:
+    videos = client.get("/api/videos", params={"limit": 50}).json()["items"]
+    query, result = videos[0]["id"], videos[1]["id"]
+    response = client.get(f"/api/videos/{query}/keyframe-match/{result}")
+    assert response.status_code == 200, response.text
+    found = response.json()
+    assert (found["query"], found["result"]) == (query, result)
+    # Against the catalog's own visual extractor, run here on both media files: the pair is the argmax.
+    with Catalog.open(catalog_dir, create=False) as catalog:
+        extractor = build_extractors(catalog_options(catalog, ["visual"]), runtime)["visual"]
+        paths = [catalog.get(video_id).media_path for video_id in (query, result)]
+    (_, asked), (_, other) = (extractor.keyframes(path) for path in paths)
+    similarity = (asked / np.linalg.norm(asked, axis=1, keepdims=True)) @ (
+        other / np.linalg.norm(other, axis=1, keepdims=True)).T
+    assert (found["query_keyframes"], found["result_keyframes"]) == similarity.shape
+    assert similarity[found["query_keyframe"], found["result_keyframe"]] == pytest.approx(similarity.max())
+    assert found["similarity"] == pytest.approx(similarity.max())
+    for key in ("query_image", "result_image"):
+        assert found[key].startswith("data:image/jpeg;base64,")
+        assert base64.b64decode(found[key].split(",", 1)[1])[:2] == b"\xff\xd8"
+    # A video against itself: its first keyframe matches itself.
+    same = client.get(f"/api/videos/{query}/keyframe-match/{query}").json()
+    assert same["similarity"] == pytest.approx(1.0) and same["query_keyframe"] == same["result_keyframe"]
+    assert_one_line_error(client.get(f"/api/videos/{query}/keyframe-match/999"), 404, "video 999")
+    # A file without pictures has no keyframe to match: the service's 422 says so.
+    sound = tmp_path / "tone.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2", str(sound)],
+                   check=True)
+    with pytest.raises(MediaError, match="no video stream"):
+        matching_keyframes(sound, paths[0], extractor)
 
 
 def test_a_full_queue_answers_503_and_the_server_keeps_answering(catalog_dir: Path, served) -> None:

@@ -459,6 +459,29 @@ def visual_vector(
     MediaError
         When the file has no video stream or no keyframe can be decoded.
     """
-    frames = keyframes(path, size=model.backbone.input_size, max_keyframes=max_keyframes, info=info)
-    embeddings = model.embed(frames).astype(np.float64)
+    _, embeddings = keyframe_embeddings(path, model=model, max_keyframes=max_keyframes, info=info)
     return np.concatenate([embeddings.mean(axis=0), embeddings.std(axis=0)]).astype(np.float32)
+
+
+def keyframe_embeddings(
+    path: Path,
+    *,
+    model: CnnModel,
+    max_keyframes: int | None = DEFAULT_MAX_KEYFRAMES,
+    info: media.MediaInfo | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A video's keyframes (:func:`keyframes`, at the backbone's input size) and each one's embedding.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        uint8 ``(n, size, size, 3)`` pictures in video order, and float64 ``(n, backbone.dims)`` embeddings: what
+        :func:`visual_vector` pools.
+
+    Raises
+    ------
+    MediaError
+        When the file has no video stream or no keyframe can be decoded.
+    """
+    frames = keyframes(path, size=model.backbone.input_size, max_keyframes=max_keyframes, info=info)
+    return frames, model.embed(frames).astype(np.float64)

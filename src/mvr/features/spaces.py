@@ -201,6 +201,11 @@ class VisualExtractor:
         """The file's visual vector (the CNN keeps the threads it was made with)."""
         return cnn.visual_vector(path, model=self.model, max_keyframes=self.options.max_keyframes, info=info)
 
+    def keyframes(self, path: Path, *, info: MediaInfo | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The file's keyframes and their embeddings, whose mean and spread :meth:`extract` returns
+        (:func:`mvr.features.cnn.keyframe_embeddings`)."""
+        return cnn.keyframe_embeddings(path, model=self.model, max_keyframes=self.options.max_keyframes, info=info)
+
     def load(self) -> None:
         """Load the network (and export it to ONNX once) by embedding one blank picture."""
         size = self.model.backbone.input_size

@@ -8,6 +8,7 @@ from mvr.media.decode import (
     ffmpeg_input,
     file_sha256,
     open_audio,
+    picture_jpeg,
     probe,
     require_ffmpeg,
     thumbnail_jpeg,
@@ -15,6 +16,6 @@ from mvr.media.decode import (
 from mvr.media.paths import is_url, remove_temp_folder
 
 __all__ = [
-    "DecodedAudio", "MediaInfo", "decode_audio", "ffmpeg_input", "file_sha256", "is_url", "open_audio", "probe",
-    "remove_temp_folder", "require_ffmpeg", "thumbnail_jpeg",
+    "DecodedAudio", "MediaInfo", "decode_audio", "ffmpeg_input", "file_sha256", "is_url", "open_audio", "picture_jpeg",
+    "probe", "remove_temp_folder", "require_ffmpeg", "thumbnail_jpeg",
 ]

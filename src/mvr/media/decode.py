@@ -425,6 +425,23 @@ def thumbnail_jpeg(path: Path, info: MediaInfo | None = None, width: int = 320) 
     return done.stdout
 
 
+def picture_jpeg(picture: np.ndarray) -> bytes:
+    """One RGB picture, uint8 ``(height, width, 3)``, as JPEG bytes (encoded by ffmpeg, like the thumbnails).
+
+    Raises
+    ------
+    MediaError
+        When ffmpeg cannot encode it.
+    """
+    height, width, _ = picture.shape
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+           "-i", "pipe:0", "-frames:v", "1", "-q:v", "4", "-f", "image2", "-c:v", "mjpeg", "pipe:1"]
+    done = subprocess.run(cmd, input=np.ascontiguousarray(picture, dtype=np.uint8).tobytes(), capture_output=True)
+    if done.returncode != 0 or not done.stdout:
+        raise MediaError("picture", f"ffmpeg could not encode it as JPEG ({_last_line(done.stderr)})")
+    return done.stdout
+
+
 def _last_line(stderr: bytes) -> str:
     lines = stderr.decode(errors="replace").strip().splitlines()
     return lines[-1] if lines else "ffmpeg failed"

@@ -57,6 +57,7 @@ from mvr.web.models import (
     IndexOptions,
     IndexRequest,
     IndexStatus,
+    KeyframeMatchOut,
     MapOut,
     MixOut,
     MixRequest,
@@ -271,6 +272,21 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     def media_file(video_id: Annotated[int, FastAPIPath(ge=1, le=MAX_VIDEO_ID)]) -> FileResponse:
         """The video's media file; answers HTTP range requests, so that a player can seek."""
         return FileResponse(_media_path(_video_or_404(video_id)))
+
+    @app.get("/api/videos/{video_id}/keyframe-match/{other_id}", response_model=KeyframeMatchOut,
+             responses=_ERRORS, tags=["catalog"])
+    def keyframe_match(video_id: Annotated[int, FastAPIPath(ge=1, le=MAX_VIDEO_ID)],
+                       other_id: Annotated[int, FastAPIPath(ge=1, le=MAX_VIDEO_ID)]) -> KeyframeMatchOut:
+        """The keyframe of video ``other_id`` nearest to a keyframe of video ``video_id`` (the query), by their
+        CNN embeddings, with both pictures: the pair a result card shows. Both videos' keyframes are decoded and
+        embedded again (a second or two per pair), in a place of the query queue (503 when it is full)."""
+        catalog = catalogs.get()
+        query, result = _media_path(_video_or_404(video_id)), _media_path(_video_or_404(other_id))
+        try:
+            found = runner.match_keyframes(catalog, query, result)
+        except MvrError as exc:
+            raise HTTPException(422, " ".join(str(exc).splitlines())) from None
+        return KeyframeMatchOut(query=video_id, result=other_id, **found.to_dict())
 
     # adding videos (--allow-indexing) ---------------------------------------------------------------------------
 

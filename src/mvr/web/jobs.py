@@ -19,10 +19,12 @@ from fastapi import HTTPException
 from mvr import media
 from mvr.errors import MediaError, MvrError
 from mvr.features import Extractor, build_extractors, space_names
+from mvr.features.spaces import VisualExtractor
 from mvr.index.exact import ExactSearcher
 from mvr.ingest.pipeline import index_sources
 from mvr.ingest.sources import SourceItem
 from mvr.retrieval.fusion import Fusion
+from mvr.retrieval.keyframe_match import KeyframeMatch, matching_keyframes
 from mvr.retrieval.query import (
     QueryVectors,
     Recommendation,
@@ -234,6 +236,24 @@ class QueryRunner:
         """Queue ``job`` for the writer thread, in the place ``slot`` holds (from :meth:`reservation`)."""
         self._take(job, slot)
         self._writer.submit(self._index, job)
+
+    def match_keyframes(self, catalog: Catalog, query: Path, result: Path) -> KeyframeMatch:
+        """The nearest pair of keyframes of two media files with the catalog's visual extractor
+        (:func:`mvr.retrieval.keyframe_match.matching_keyframes`), computed on a worker thread in a place of the
+        queue, as a query is: it decodes and embeds two videos' pictures.
+
+        Raises
+        ------
+        ServerBusy
+            When the queue is full.
+        MvrError
+            When the catalog has no visual space; MediaError when a file has no decodable keyframe.
+        """
+        with self.reservation():
+            extractor = self._extractors_for(catalog).get("visual")
+            if not isinstance(extractor, VisualExtractor):
+                raise MvrError(f"{catalog.root.name}: this catalog has no visual space, so no keyframes to match")
+            return self._pool.submit(matching_keyframes, query, result, extractor).result()
 
     def status(self, job_id: str) -> QueryStatus | None:
         """The query's state, or None for an unknown (or long forgotten) id."""

@@ -388,6 +388,20 @@ class MapMethodOut(BaseModel):
     seed: int
 
 
+class KeyframeMatchOut(BaseModel):
+    """The keyframe of a result that looks most like a keyframe of the query (``mvr.retrieval.keyframe_match``)."""
+
+    query: int = Field(description="the query's video id")
+    result: int = Field(description="the result's video id")
+    query_keyframe: int = Field(description="the query's keyframe, 0-based among its keyframes in video order")
+    result_keyframe: int = Field(description="the result's keyframe, 0-based")
+    query_keyframes: int = Field(description="how many keyframes of the query were compared")
+    result_keyframes: int = Field(description="how many keyframes of the result were compared")
+    similarity: float = Field(description="cosine similarity of the two keyframes' CNN embeddings (-1 to 1)")
+    query_image: str = Field(description="the query's keyframe as the network saw it: a data: address (JPEG)")
+    result_image: str = Field(description="the result's keyframe: a data: address (JPEG)")
+
+
 class MapOut(BaseModel):
     """The collection's 2-D map in one search target (the JSON of ``mvr map --json``); only distances between
     points mean anything."""

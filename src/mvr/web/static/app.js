@@ -490,7 +490,37 @@ function resultCard(match, found, options) {
   mix.type = "button";
   mix.onclick = () => startMix(match, options);
   $(".card-actions", card).append(mix);
+  // The keyframe pair that looks most alike: for a query the catalog holds, in a search that reads the pictures.
+  if (found.query.id != null && (found.modality === "visual" || match.why?.visual)) {
+    const frames = element("button", "link-button frames-button", "Matching frames");
+    frames.type = "button";
+    frames.onclick = () => showKeyframePair(card, found.query.id, match.id, frames);
+    $(".card-actions", card).append(frames);
+  }
   return card;
+}
+
+// Asks the service for the nearest keyframe pair of the query and this result (decoded and embedded on demand, a
+// second or two) and shows both pictures under the card's body; a failure is one line in their place.
+async function showKeyframePair(card, queryId, resultId, button) {
+  button.disabled = true;
+  const figure = $(".keyframe-pair", card) || element("figure", "keyframe-pair");
+  figure.replaceChildren(element("figcaption", "", "finding the nearest keyframes..."));
+  $(".card-body", card).insertBefore(figure, $(".card-actions", card));
+  try {
+    const pair = await api(`/api/videos/${queryId}/keyframe-match/${resultId}`);
+    const picture = (src, alt) => Object.assign(element("img"), { src, alt, width: 112, height: 112 });
+    figure.replaceChildren(
+      picture(pair.query_image, `the query's keyframe ${pair.query_keyframe + 1}`),
+      picture(pair.result_image, `this result's keyframe ${pair.result_keyframe + 1}`),
+      element("figcaption", "", `query keyframe ${pair.query_keyframe + 1} of ${pair.query_keyframes} · this`
+        + ` video's ${pair.result_keyframe + 1} of ${pair.result_keyframes} · cosine ${pair.similarity.toFixed(2)}`));
+    figure.dataset.similarity = String(pair.similarity);
+  } catch (error) {
+    figure.replaceChildren(element("figcaption", "error", error.message));
+  } finally {
+    button.disabled = false;
+  }
 }
 
 function weightsText(weights) {
