@@ -103,6 +103,29 @@ def test_query_table_and_every_metric(catalog: Path, music_videos, capsys) -> No
     assert len(err.strip().splitlines()) == 1
 
 
+def test_query_names_and_writes_each_results_matching_keyframes(catalog: Path, music_videos, tmp_path: Path,
+                                                                capsys) -> None:
+    query, folder = music_videos.paths[0], tmp_path / "frames"
+    code, out, err = run_cli(capsys, "query", query, "--catalog", catalog, "--modality", "visual", "-k", "3",
+                             "--json", "--keyframes", folder)
+    assert code == 0, err
+    results = json.loads(out)["results"]
+    for row in results:
+        pair = row["keyframes"]
+        assert 0 <= pair["query_keyframe"] < pair["query_keyframes"] and -1.0 <= pair["similarity"] <= 1.0
+        for side in ("query", "result"):
+            picture = Path(pair[f"{side}_image"])
+            assert picture == folder / f"rank-{row['rank']}-{side}.jpg" and picture.read_bytes()[:2] == b"\xff\xd8"
+    # A fused search's table names each result's pair in its why column; one that does not read the pictures
+    # refuses --keyframes in one line.
+    code, out, _ = run_cli(capsys, "query", query, "--catalog", catalog, "--modality", "fused", "-k", "3",
+                           "--keyframes", folder)
+    assert code == 0 and all("frames " in line and "cosine" in line for line in out.strip().splitlines()[2:])
+    code, _, err = run_cli(capsys, "query", query, "--catalog", catalog, "--modality", "audio", "--keyframes",
+                           folder)
+    assert code == 1 and "does not read the pictures" in err and len(err.strip().splitlines()) == 1
+
+
 def test_query_with_a_new_file_extracts_its_features(catalog: Path, music_videos, tmp_path: Path, capsys) -> None:
     # A re-encoded copy has other bytes, so it is not recognised: its features are extracted anew.
     copy = tmp_path / "copy.mp4"

@@ -29,8 +29,9 @@ from mvr.progress import note
 if TYPE_CHECKING:
     from mvr.retrieval.discovery import Walk
     from mvr.retrieval.fusion import Fusion
+    from mvr.retrieval.query import Recommendation
     from mvr.retrieval.tuning import Tuning
-    from mvr.store import Video
+    from mvr.store import Catalog, Video
 
 EXIT_FAILED = 1
 
@@ -148,27 +149,72 @@ def run_query(args: argparse.Namespace) -> int:
                 raise
             instead = " or ".join(f"--modality {space}" for space in exc.available)
             raise MediaError(exc.item, f"{exc.reason}; search what it has: {instead}") from None
+        pairs = _keyframe_pairs(args, catalog, found) if args.keyframes is not None else {}
     for said in found.notes:
         print(_one_line(f"note: {said}"), file=sys.stderr)
     if found.tied_at_cut:
         print(f"note: the result at rank {len(found.matches)} ties with candidates left out; ties go by video id"
               " ascending", file=sys.stderr)
     if args.json:
-        print(json.dumps(found.to_dict(True if args.explain else None), indent=2))
+        answer = found.to_dict(True if args.explain else None)
+        for row in answer["results"]:
+            if row["rank"] in pairs:
+                row["keyframes"] = pairs[row["rank"]]
+        print(json.dumps(answer, indent=2))
         return 0
     measure = _measure(found.fusion, found.metric, found.weights_from)
     if found.fusion is not None and found.fusion.method != "concat":
         # Late fusion adds standardised distances: the score is relative to this query's candidates.
         measure += "; similarity: the share of candidates farther away"
-        rows = [(str(m.rank), m.video.title, m.video.label or "", f"{100 * m.similarity:.0f}%", _why_text(m.why))
-                for m in found.matches]
+        rows = [(str(m.rank), m.video.title, m.video.label or "", f"{100 * m.similarity:.0f}%",
+                 "; ".join(filter(None, [_why_text(m.why), _pair_text(pairs.get(m.rank))]))) for m in found.matches]
         header = ("rank", "title", "label", "similarity", "why")
+    elif pairs:
+        rows = [(str(m.rank), m.video.title, m.video.label or "", f"{m.distance:.6g}", _pair_text(pairs.get(m.rank)))
+                for m in found.matches]
+        header = ("rank", "title", "label", "distance", "why")
     else:
         rows = [(str(m.rank), m.video.title, m.video.label or "", f"{m.distance:.6g}") for m in found.matches]
         header = ("rank", "title", "label", "distance")
     print(f"{found.modality} recommendations for {found.query['title']} ({measure})")
     _print_table(header, rows)
     return 0
+
+
+def _keyframe_pairs(args: argparse.Namespace, catalog: Catalog, found: Recommendation) -> dict[int, dict]:
+    """``mvr query --keyframes DIR``: each result's nearest keyframe pair, its two pictures written to DIR; rank ->
+    the pair's JSON, the pictures named by path. The query's media is the catalog's copy or the file given."""
+    from mvr.features import build_extractors
+    from mvr.retrieval.keyframe_match import matching_keyframes_of
+    from mvr.store import catalog_options
+
+    if "visual" not in (found.fusion.spaces if found.fusion is not None else (found.modality,)):
+        raise UsageError(f"--keyframes: a {found.modality} search does not read the pictures; search --modality"
+                         " visual or fused")
+    known = found.query.get("id")
+    query = catalog.get(known).media_path if known is not None else Path(args.source)
+    if not query.is_file():
+        raise UsageError(f"--keyframes: {args.source}: the query's media is neither a catalog video nor a local"
+                         " file (a downloaded one is gone once it is searched)")
+    extractor = build_extractors(catalog_options(catalog, ["visual"]), args.runtime)["visual"]
+    pairs = matching_keyframes_of(query, [match.video.media_path for match in found.matches], extractor)
+    args.keyframes.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for match, pair in zip(found.matches, pairs, strict=True):
+        row = pair.to_dict()
+        for side, jpeg in (("query", pair.query_jpeg), ("result", pair.result_jpeg)):
+            path = args.keyframes / f"rank-{match.rank}-{side}.jpg"
+            path.write_bytes(jpeg)
+            row[f"{side}_image"] = str(path)
+        written[match.rank] = row
+    return written
+
+
+def _pair_text(pair: dict | None) -> str:
+    """A result's keyframe pair in the why column."""
+    if pair is None:
+        return ""
+    return (f"frames {pair['query_keyframe'] + 1}~{pair['result_keyframe'] + 1} (cosine {pair['similarity']:.2f})")
 
 
 def _search(args: argparse.Namespace, preset: Preset | None = None) -> dict:

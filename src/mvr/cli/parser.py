@@ -96,6 +96,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]]) -> ar
                        help="rank every candidate exactly (large catalogs otherwise use compact vectors first)")
     query.add_argument("-k", type=_positive_int, default=5, help="how many recommendations")
     query.add_argument("--json", action="store_true", help="print JSON")
+    query.add_argument("--keyframes", type=Path, default=None, metavar="DIR",
+                       help="for a search that reads the pictures: each result's keyframe nearest to one of the"
+                            " query's, written to DIR as rank-N-query.jpg and rank-N-result.jpg and named in the"
+                            " why column and the JSON (decodes every result's keyframes again: seconds)")
     _visual_options(query)
     _download_options(query)
     query.set_defaults(run=commands["query"])

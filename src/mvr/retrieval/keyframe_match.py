@@ -4,13 +4,15 @@ The visual space keeps only the mean and spread of a video's keyframe embeddings
 both videos' keyframes are decoded and embedded again with the catalog's own visual extractor (the same keyframes,
 crop and network as its vectors), and the pair with the highest cosine similarity of their embeddings is the
 answer, each picture as a JPEG. It costs about what indexing the two videos' pictures costs (a second or two on
-two cores for 30 s clips), so it is asked for one result at a time (``GET
-/api/videos/{id}/keyframe-match/{other}``, the card's *Matching frames* button).
+two cores for 30 s clips), so it is asked for: one result at a time by the page (``GET
+/api/videos/{id}/keyframe-match/{other}``, a card's *Matching frames* button), every result of ``mvr query
+--keyframes DIR`` (the query's keyframes decoded once).
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,8 +64,18 @@ def matching_keyframes(query: Path, result: Path, extractor: VisualExtractor) ->
     MediaError
         When either file has no video stream or no decodable keyframe, or a picture cannot be encoded.
     """
-    query_frames, query_embeddings = extractor.keyframes(query)
-    result_frames, result_embeddings = extractor.keyframes(result)
+    return _nearest(extractor.keyframes(query), extractor.keyframes(result))
+
+
+def matching_keyframes_of(query: Path, results: Sequence[Path], extractor: VisualExtractor) -> list[KeyframeMatch]:
+    """:func:`matching_keyframes` of one query and each of ``results``, the query's keyframes decoded once."""
+    asked = extractor.keyframes(query)
+    return [_nearest(asked, extractor.keyframes(result)) for result in results]
+
+
+def _nearest(query: tuple[np.ndarray, np.ndarray], result: tuple[np.ndarray, np.ndarray]) -> KeyframeMatch:
+    """The nearest pair of two videos' ``(frames, embeddings)``."""
+    (query_frames, query_embeddings), (result_frames, result_embeddings) = query, result
     similarity = _unit_rows(query_embeddings) @ _unit_rows(result_embeddings).T
     best = np.unravel_index(int(np.argmax(similarity)), similarity.shape)
     i, j = int(best[0]), int(best[1])
