@@ -112,6 +112,25 @@ def test_wide_vectors_behind_principal_axes(kind, metric):
     np.testing.assert_allclose(distances, np.take_along_axis(truth, found, axis=1), rtol=1e-9)
 
 
+def test_ivfpq_refines_its_candidates_and_keeps_tombstones_out(tmp_path):
+    generator = np.random.default_rng(5)
+    rows, seeds = clustered(3000, 640, generator, non_negative=True)
+    queries, _ = clustered(20, 640, generator, non_negative=True, seeds=seeds)
+    ids = np.arange(3000, dtype=np.int64)
+    searcher = FaissSearcher.build(ids, rows, "cosine", kind="ivfpq")
+    assert isinstance(searcher._index, faiss.IndexRefineFlat)  # the codes' candidates ranked on the projections
+    first = searcher.search(queries, K)[1]
+    gone = np.unique(first[:, :2])
+    searcher.remove(gone.tolist())
+    searcher.save(tmp_path / "v", meta={})
+    reopened = FaissSearcher.load(tmp_path / "v")
+    for found in (searcher.search(queries, K)[1], reopened.search(queries, K)[1]):
+        assert not set(found.ravel().tolist()) & set(gone.tolist())
+        keep = ~np.isin(ids, gone)
+        expected_i = ids[keep][np.argsort(cdist(queries, rows[keep].astype(np.float64), "cosine"), axis=1)[:, :K]]
+        assert recall(expected_i, found) >= 0.95
+
+
 def test_boolean_and_wide_unsupported_metrics_are_refused():
     rows = np.random.default_rng(4).random((100, 8)).astype(np.float32)
     for metric in ("hamming", "jaccard", "sokalsneath"):
