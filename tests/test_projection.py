@@ -75,12 +75,19 @@ def test_a_projection_survives_its_json_exactly_and_splits_its_distance_by_group
     assert all(0.0 <= share <= 1.0 for share in shares.shares.values())
 
 
-def test_the_fusion_measures_a_projected_space_in_its_projection() -> None:
+def projected_fusion(audio_weight: float) -> tuple[np.ndarray, Projection, Pool, Fusion]:
+    """:func:`labelled_vectors` as audio (in its LDA projection, braycurtis on the stored vectors) and reversed as
+    visual (cosine), with their pool and a late fusion of ``audio_weight``."""
     vectors, labels = labelled_vectors()
     projection = fit_lda(vectors, labels)
     pool = Pool(ids=np.arange(labels.size), matrices={"audio": vectors, "visual": vectors[:, ::-1].copy()})
-    fusion = Fusion(weights={"audio": 1.0, "visual": 0.0}, metrics={"audio": "braycurtis", "visual": "cosine"},
-                    projections={"audio": projection})
+    fusion = Fusion(weights={"audio": audio_weight, "visual": 1.0 - audio_weight},
+                    metrics={"audio": "braycurtis", "visual": "cosine"}, projections={"audio": projection})
+    return vectors, projection, pool, fusion
+
+
+def test_the_fusion_measures_a_projected_space_in_its_projection() -> None:
+    vectors, projection, pool, fusion = projected_fusion(1.0)
     assert fusion.metric_of("audio", "cosine") == "euclidean"
     assert fusion.searcher_metric("audio", "cosine") == "braycurtis" and fusion.metric_of("visual", "x") == "cosine"
     found = distances({space: matrix[:3] for space, matrix in pool.matrices.items()}, pool, "cosine", fusion)
@@ -160,21 +167,17 @@ def test_a_tuning_stored_before_projections_reads_as_one_without_them() -> None:
 
 
 def test_the_map_places_a_tuned_catalog_by_its_projected_distances() -> None:
-    vectors, labels = labelled_vectors()
-    projection = fit_lda(vectors, labels)
-    pool = Pool(ids=np.arange(labels.size), matrices={"audio": vectors, "visual": vectors[:, ::-1].copy()})
-    fusion = Fusion(weights={"audio": 0.7, "visual": 0.3}, metrics={"audio": "braycurtis", "visual": "cosine"},
-                    projections={"audio": projection})
+    vectors, _, pool, fusion = projected_fusion(0.7)
     plan = SearchPlan(modality="fused", metric="cosine", fusion=fusion, weights_from="tuned", pool=pool)
     graph = neighbour_graph(plan, 5)
     total = distances(dict(pool.matrices), pool, "cosine", fusion).total
     np.fill_diagonal(total, np.inf)
-    for row in range(labels.size):
+    for row in range(pool.ids.size):
         columns = graph.indices[graph.indptr[row]:graph.indptr[row + 1]]
         assert set(columns[1:]) == set(np.argsort(total[row])[:5])
     # Without its projection the same fusion places the videos otherwise: the test tells the two apart.
     stored = Fusion(weights=dict(fusion.weights), metrics=dict(fusion.metrics))
     raw = neighbour_graph(SearchPlan(modality="fused", metric="cosine", fusion=stored, weights_from="tuned",
                                      pool=pool), 5)
-    assert not np.array_equal(np.sort(raw.indices.reshape(labels.size, -1), axis=1),
-                              np.sort(graph.indices.reshape(labels.size, -1), axis=1))
+    assert not np.array_equal(np.sort(raw.indices.reshape(pool.ids.size, -1), axis=1),
+                              np.sort(graph.indices.reshape(pool.ids.size, -1), axis=1))

@@ -169,17 +169,10 @@ def catalog_fusion(
     if default is None:
         return None, "equal"
     tuning = stored_tuning(catalog) if method != "concat" else None
-    if weights:
-        if tuning is None or metric_given:
-            return Fusion(method=method, weights=dict(weights)), "explicit"
-        tuned = tuning.fusion(method)
-        return Fusion(method=method, weights=dict(weights),
-                      metrics={space: tuned.metrics[space] for space in weights if space in tuned.metrics},
-                      projections={space: tuned.projections[space] for space in weights
-                                   if space in tuned.projections}), "explicit"
+    origin = "explicit" if weights else "tuned"
     if tuning is None:
-        return default, "equal"
-    return tuning.fusion(method, metrics=not metric_given), "tuned"
+        return (Fusion(method=method, weights=dict(weights)), origin) if weights else (default, "equal")
+    return tuning.fusion(method, metrics=not metric_given, weights=weights or None), origin
 
 
 def spaces_of(modality: str, fusion: Fusion | None) -> tuple[str, ...]:

@@ -110,13 +110,18 @@ class Tuning:
     projections: dict[str, dict] = field(default_factory=dict)
     projection_scores: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def fusion(self, method: str = "late", *, metrics: bool = True) -> Fusion:
-        """The fusion this tuning chose; without ``metrics`` (a search that names its metric), without its
-        metrics and projections."""
+    def fusion(self, method: str = "late", *, metrics: bool = True,
+               weights: Mapping[str, float] | None = None) -> Fusion:
+        """The fusion this tuning chose. ``weights`` (asked for by a search) replace its weights, and its metrics
+        and projections then apply to the spaces they name; without ``metrics`` (a search that names its metric),
+        it has neither."""
+        chosen = dict(self.weights if weights is None else weights)
         if not metrics:
-            return Fusion(method=method, weights=dict(self.weights))
-        return Fusion(method=method, weights=dict(self.weights), metrics=dict(self.metrics),
-                      projections={space: Projection.from_dict(found) for space, found in self.projections.items()})
+            return Fusion(method=method, weights=chosen)
+        return Fusion(method=method, weights=chosen,
+                      metrics={space: metric for space, metric in self.metrics.items() if space in chosen},
+                      projections={space: Projection.from_dict(found) for space, found in self.projections.items()
+                                   if space in chosen})
 
     def to_dict(self) -> dict:
         """The JSON form (stored under :data:`TUNING_KEY`, printed by ``mvr tune --json``)."""
