@@ -39,17 +39,21 @@ from tests.conftest import FIXTURE_SPEC
 
 
 def synthetic(folder: Path, songs: int = 6, informative: str = "audio") -> Path:
-    """4 labels x ``songs`` songs x 2 excerpts; the ``informative`` space carries the label, the other is noise."""
+    """4 labels x ``songs`` songs x 2 excerpts; the ``informative`` space carries the label, the other is noise;
+    with ``informative="both"`` each space tells half of it (audio labels 0-1 from 2-3, visual 0 and 2 from 1 and 3).
+    """
     generator = np.random.default_rng(11)
     with Catalog.open(folder) as catalog:
         for index in range(4 * songs * 2):
             label = index // (2 * songs)
             media_file = folder.parent / f"v{index}.mp4"
             media_file.write_bytes(b"x" * (index + 1))
-            signal = np.zeros(8)
-            signal[label] = 3.0
-            vectors = {space: generator.normal(size=8) + (signal if space == informative else 0.0)
-                       for space in ("audio", "visual")}
+            signal = {space: np.zeros(8) for space in ("audio", "visual")}
+            if informative == "both":
+                signal["audio"][label // 2] = signal["visual"][2 + label % 2] = 3.0
+            else:
+                signal[informative][label] = 3.0
+            vectors = {space: generator.normal(size=8) + signal[space] for space in ("audio", "visual")}
             catalog.add(NewVideo(
                 content_hash=f"{index:064d}", source=str(media_file), media_file=media_file, title=f"v{index}",
                 duration=30.0, label=f"l{label}", group=f"song{index // 2}",
@@ -76,6 +80,19 @@ def test_the_tuned_weight_goes_to_the_space_that_carries_the_label(tmp_path: Pat
         # Vectors of another extractor make the stored choice stale: equal weights again.
         catalog.set_setting("extractor.audio", "audio-v2")
         assert stored_tuning(catalog) is None and catalog_fusion(catalog, "fused")[1] == "equal"
+
+
+def test_a_fitted_rule_is_kept_only_where_it_beats_the_simpler_ones_out_of_fold(tmp_path: Path) -> None:
+    with Catalog.open(synthetic(tmp_path / "one", informative="visual"), create=False) as catalog:
+        alone = tune_catalog(catalog, k=5)
+    with Catalog.open(synthetic(tmp_path / "both", informative="both"), create=False) as catalog:
+        both = tune_catalog(catalog, k=5)
+    # One space tells the label: no mix ranks better out of fold, and that space alone is chosen.
+    assert alone.weights == {"audio": 0.0, "visual": 1.0} and "kept the best single space" in alone.reason
+    assert alone.rule_scores["single"] >= alone.rule_scores["mix"] > alone.rule_scores["equal"]
+    # Each tells half of it: one space alone cannot tell it all, out of fold either; equal weights can.
+    assert min(both.rule_scores["equal"], both.rule_scores["mix"]) > both.rule_scores["single"] + 0.1
+    assert both.weights == {"audio": 0.5, "visual": 0.5} and "kept equal weights" in both.reason
 
 
 def test_each_space_keeps_its_metric_unless_asked_to_choose(tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ class Fold:
         """The JSON form: how many queries, and what was chosen for them."""
         return {"queries": int(self.queries.size), "weights": self.tuning.weights,
                 "metrics": self.tuning.metrics, "projections": sorted(self.tuning.projections),
-                "tuned": self.tuning.tuned, "training_score": self.tuning.score}
+                "tuned": self.tuning.tuned, "training_score": self.tuning.score,
+                "rule": self.tuning.rule, "rule_scores": self.tuning.rule_scores}
 
 
 @dataclass(frozen=True)

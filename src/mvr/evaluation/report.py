@@ -90,12 +90,13 @@ def summary_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
 
 
 def folds_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
-    """``(header, rows)``: each cross-validation fold's queries and the weights and metrics tuned without them."""
-    header = ["fold", "queries", "weights", "metrics"]
+    """``(header, rows)``: each cross-validation fold's queries and the weights (and the rule that chose them) and
+    metrics tuned without them."""
+    header = ["fold", "queries", "weights", "rule", "metrics"]
     return header, [
         [str(i + 1), str(fold.queries.size),
          ", ".join(f"{space} {weight:.1f}" for space, weight in fold.tuning.weights.items())
-         + ("" if fold.tuning.tuned else " (too few labels: equal)"),
+         + ("" if fold.tuning.tuned else " (too few labels: equal)"), fold.tuning.rule or "-",
          ", ".join(f"{space} {'LDA' if space in fold.tuning.projections else metric}"
                    for space, metric in fold.tuning.metrics.items())]
         for i, fold in enumerate(evaluation.tuned.folds)

@@ -59,8 +59,8 @@ With the ``loo`` protocol and labels enough, two more fused results sit beside t
 catalog holds, with each space's own mvr metric:
 
 ``"tuned"``
-    ``{"result": {...}, "folds": [{"queries", "weights", "metrics", "tuned", "training_score"}, ...]}``: the
-    fusion tuned from the labels, scored only by cross-validation over groups
+    ``{"result": {...}, "folds": [{"queries", "weights", "metrics", "projections", "tuned", "training_score", "rule",
+    "rule_scores"}, ...]}``: the fusion tuned from the labels, scored only by cross-validation over groups
     (:mod:`mvr.evaluation.crossval`);
 ``"adaptive"``
     the query-adaptive late fusion (:func:`mvr.retrieval.fusion.adaptive_weights`), which needs no labels,

@@ -13,7 +13,11 @@ song) never ranked for it, exactly as ``mvr evaluate`` scores. It is made from t
    weights are chosen on; the projection kept is then fitted on every labelled video;
 3. the weights, on a grid over the simplex (steps of :data:`WEIGHT_STEP`), with those metrics. Each space's
    distance matrix (queries x candidates, z-scored per query as late fusion does) is computed once; a grid point
-   is then one weighted sum and one linear-time cut per query (:func:`mvr.retrieval.ranking.first_k`).
+   is then one weighted sum and one linear-time cut per query (:func:`mvr.retrieval.ranking.first_k`);
+4. the rule that chooses among them: equal weights, the best single space (the grid's corners) or the best point
+   of the whole grid, each scored out of fold, leaving one group out: each group's queries ranked with the point
+   its rule chose on the other groups; a rule is kept only where it scores better so than the simpler ones. All
+   three are read from the grid's per-query hits, so this costs no more distances.
 
 Equal scores go to the weights nearest equal ones. The cost is one distance matrix per space and metric
 (``queries x videos x dims``) plus ``grid points x queries x videos`` additions; queries beyond
@@ -57,6 +61,8 @@ MAX_QUERIES = 500
 """Labelled queries a tuning scores at most (taken evenly from the labelled videos); every video is ranked."""
 FOLDS = 5
 """Folds by group: of the out-of-fold test of a learned projection here, of ``mvr evaluate``'s cross-validation."""
+RULES = {"equal": "equal weights", "single": "the best single space", "mix": "the best mix"}
+"""The rules that choose the weights among the grid's points, simplest first (what each is called in a reason)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,12 @@ class Tuning:
     projection_scores : dict
         space -> ``{"stored": p, "lda": p}``: precision@k with the stored vectors and, out of fold, in a learned
         projection, for every space where one was tried.
+    rule_scores : dict
+        ``{"equal": p, "single": p, "mix": p}``: precision@k out of fold of equal weights, of the best single space
+        and of the best point of the whole grid, each chosen on the other groups' queries (one group left out at a
+        time); the weights come from the best rule (the simpler one where scores are equal).
+    rule : str
+        The rule kept: ``equal``, ``single`` or ``mix`` (:data:`RULES`); empty when there were too few labels.
     """
 
     weights: dict[str, float]
@@ -109,6 +121,8 @@ class Tuning:
     reason: str
     projections: dict[str, dict] = field(default_factory=dict)
     projection_scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    rule_scores: dict[str, float] = field(default_factory=dict)
+    rule: str = ""
 
     def fusion(self, method: str = "late", *, metrics: bool = True,
                weights: Mapping[str, float] | None = None) -> Fusion:
@@ -269,21 +283,62 @@ def tune_pool(
                 if fitted is not None:
                     learned[space], measured = fitted.to_dict(), out_of_fold
         scaled[space] = row_z_scores(measured).astype(np.float32)
+    equal_point = np.full(len(spaces), 1 / len(spaces))
     grid = weight_grid(len(spaces), step)
-    scores = np.array([precision_at_k(_weighted(scaled, spaces, point), relevant, k) for point in grid])
+    if not np.isclose(grid, equal_point).all(axis=1).any():
+        grid = np.vstack([grid, equal_point])
+    hits = np.stack([query_hits(_weighted(scaled, spaces, point), relevant, k) for point in grid])
     if progress is not None:
         progress.update()
-    balance = np.abs(grid - 1 / len(spaces)).sum(axis=1)
-    winner = np.lexsort((balance, -scores))[0]
+    balance = np.abs(grid - equal_point).sum(axis=1)
+    # Simplest first: equal weights (nothing fitted), one space alone, then any mix of the grid.
+    rules = {"equal": np.flatnonzero(balance < 1e-9), "single": np.flatnonzero(grid.max(axis=1) == 1.0),
+             "mix": np.arange(grid.shape[0])}
+    rule_scores = _out_of_fold_rules(hits, balance, rules, rows.groups[queries], rows.keys[queries], k)
+    # A rule must out-rank the simpler ones on queries it was not chosen on: on a few dozen labels a mix can fit
+    # them and lose on the next (docs/evaluation.md, coupled small). Equal scores keep the simpler rule.
+    kept = max(rules, key=lambda name: (rule_scores[name], -list(rules).index(name)))
+    winner = _best_point(hits, balance, rules[kept], np.arange(queries.size))
+    scores = hits.sum(axis=1) / (queries.size * k)
     weights = {space: round(float(w), 6) for space, w in zip(spaces, grid[winner], strict=True)}
-    equal_score = precision_at_k(_weighted(scaled, spaces, np.full(len(spaces), 1 / len(spaces))), relevant, k)
+    equal_score = float(scores[rules["equal"][0]])
     projected = f", a learned projection in {', '.join(learned)}" if learned else ""
+    rule = ", ".join(f"{RULES[name]} {rule_scores[name]:.3f}" for name in rules)
     return Tuning(weights=weights, metrics=chosen, k=k, labels=names, videos=used,
                   score=round(float(scores[winner]), 4), equal_score=round(equal_score, 4), created="",
                   extractors={}, tuned=True,
                   reason=f"tuned on {queries.size} labelled videos ({len(names)} labels), {grid.shape[0]} weight"
-                         f" points{projected}",
+                         f" points{projected}; kept {RULES[kept]}, best out of fold (one group left out at a"
+                         f" time: {rule})",
+                  rule_scores={name: round(found, 4) for name, found in rule_scores.items()}, rule=kept,
                   projections=learned, projection_scores=learned_scores)
+
+
+def _best_point(hits: np.ndarray, balance: np.ndarray, points: np.ndarray, queries: np.ndarray) -> int:
+    """The grid point among ``points`` with the most hits on ``queries``, equal ones to the most balanced."""
+    totals = hits[np.ix_(points, queries)].sum(axis=1)
+    return int(points[np.lexsort((balance[points], -totals))[0]])
+
+
+def _out_of_fold_rules(hits: np.ndarray, balance: np.ndarray, rules: Mapping[str, np.ndarray], groups: np.ndarray,
+                       keys: np.ndarray, k: int) -> dict[str, float]:
+    """Each rule's (a set of grid points to choose among) precision@k out of fold, leaving one group out: each
+    group's queries scored with the point the rule chose on the other groups'.
+
+    ``hits``: ``(points, q)`` relevant results among each query's first ``k`` at each grid point.
+    """
+    # One group a fold: each choice is made on all but one track, as the final choice is made on all of them
+    # (five folds made it noisier on 32 videos: docs/evaluation.md).
+    dealt = group_folds(groups, keys, groups.size)
+    everyone = np.arange(hits.shape[1])
+    found = {}
+    for name, points in rules.items():
+        total = 0
+        for fold in dealt:
+            chosen = _best_point(hits, balance, points, np.setdiff1d(everyone, fold))
+            total += int(hits[chosen, fold].sum())
+        found[name] = total / (hits.shape[1] * k)
+    return found
 
 
 def _out_of_fold_distances(vectors: np.ndarray, rows: LabelledRows, labelled: np.ndarray, queries: np.ndarray,
@@ -354,12 +409,17 @@ def _weighted(scaled: dict[str, np.ndarray], spaces: tuple[str, ...], point: np.
     return total
 
 
-def precision_at_k(found: np.ndarray, relevant: np.ndarray, k: int) -> float:
-    """Precision@k of many rankings at once, by mvr's ranking rule: relevant candidates among each first ``k``.
+def query_hits(found: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
+    """int ``(q,)``: each ranking's relevant candidates among its first ``k`` by mvr's ranking rule.
 
     ``found`` is ``(q, n)`` (NaN: not ranked, columns in ascending id), ``relevant`` bool ``(q, n)``.
     """
-    return float((first_k(found, k).taken & relevant).sum() / (found.shape[0] * k))
+    return (first_k(found, k).taken & relevant).sum(axis=1)
+
+
+def precision_at_k(found: np.ndarray, relevant: np.ndarray, k: int) -> float:
+    """Precision@k of many rankings at once (:func:`query_hits` over ``q x k``)."""
+    return float(query_hits(found, relevant, k).sum() / (found.shape[0] * k))
 
 
 def labelled_rows(pool: Pool, videos: Mapping[int, Video]) -> LabelledRows:
