@@ -66,9 +66,10 @@ def test_quiet_index_gives_count_lines_instead_of_item_lines(catalog: Path, musi
 def test_reindex_says_each_index_as_it_is_built(catalog: Path, capsys) -> None:
     code, out, _ = run_cli(capsys, "reindex", "--catalog", catalog)
     assert code == 0
-    # A catalog this small is scanned exactly: each space's default metric, none kept on disk.
+    # A catalog this small is scanned exactly: each space's default metric and the fused search's (cosine in
+    # audio and visual), none kept on disk.
     assert [line.split(" vectors")[0] for line in out.splitlines()] == [
-        "audio braycurtis: exact, 8", "musicnn cosine: exact, 8", "visual cosine: exact, 8"]
+        "audio braycurtis: exact, 8", "audio cosine: exact, 8", "musicnn cosine: exact, 8", "visual cosine: exact, 8"]
 
 
 @pytest.mark.parametrize("modality", ["audio", "visual", "fused"])

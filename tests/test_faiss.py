@@ -11,7 +11,7 @@ from scipy.spatial.distance import cdist
 from mvr.errors import UsageError
 from mvr.index.base import METRICS, SCALE_SAMPLE_ROWS
 from mvr.index.exact import ExactSearcher
-from mvr.index.faiss import FAISS_METRICS, FLAT_MAX_WORK, LAYOUT, SCALAR_FLAT_MAX_WORK, FaissSearcher
+from mvr.index.faiss import FAISS_METRICS, FLAT_MAX_WORK, LAYOUT, SCALAR_FLAT_MAX_WORK, FaissSearcher, _Projection
 from mvr.retrieval.fusion import Fusion, Pool
 from mvr.retrieval.search import SearcherCache, rank
 from mvr.store import Catalog, NewVideo
@@ -98,7 +98,7 @@ def test_auto_chooses_flat_then_hnsw_at_the_measured_thresholds():
     assert FaissSearcher.build(ids[:100], rows[:100], "canberra").kind == "flat"
 
 
-@pytest.mark.parametrize("kind,metric", [("hnsw", "cosine"), ("ivfpq", "correlation"), ("flat", "euclidean")])
+@pytest.mark.parametrize("kind,metric", [("hnsw", "cosine"), ("ivf", "correlation"), ("flat", "euclidean")])
 def test_wide_vectors_behind_principal_axes(kind, metric):
     generator = np.random.default_rng(3)
     rows, seeds = clustered(2000, 640, generator, non_negative=True)
@@ -112,13 +112,29 @@ def test_wide_vectors_behind_principal_axes(kind, metric):
     np.testing.assert_allclose(distances, np.take_along_axis(truth, found, axis=1), rtol=1e-9)
 
 
-def test_ivfpq_refines_its_candidates_and_keeps_tombstones_out(tmp_path):
+def test_a_projection_keeps_each_rows_distance_from_its_axes():
+    generator = np.random.default_rng(9)
+    rows = generator.standard_normal((300, 600)).astype(np.float32)
+    projection = _Projection.fit(rows, 20, generator)
+    # A query on the axes (through the mean) has no residual of its own: a row's squared distance to it is then
+    # the distance along the axes plus the row's residual, which is what the projected rows give.
+    query = (projection.mean + generator.standard_normal(20) @ projection.axes)[None].astype(np.float32)
+    exact = ((rows.astype(np.float64) - query) ** 2).sum(axis=1)
+    moved = projection.apply(rows).astype(np.float64) - projection.apply(query, queries=True)
+    np.testing.assert_allclose((moved ** 2).sum(axis=1), exact, rtol=1e-4)
+    # Without the residual the rows would all look nearer than they are.
+    assert ((moved[:, :-1] ** 2).sum(axis=1) < 0.9 * exact).all()
+
+
+def test_an_inverted_file_of_projections_keeps_tombstones_out(tmp_path):
     generator = np.random.default_rng(5)
     rows, seeds = clustered(3000, 640, generator, non_negative=True)
     queries, _ = clustered(20, 640, generator, non_negative=True, seeds=seeds)
     ids = np.arange(3000, dtype=np.int64)
-    searcher = FaissSearcher.build(ids, rows, "cosine", kind="ivfpq")
-    assert isinstance(searcher._index, faiss.IndexRefineFlat)  # the codes' candidates ranked on the projections
+    searcher = FaissSearcher.build(ids, rows, "cosine", kind="ivf")
+    # 127 principal axes and each row's residual, in 75 lists (3,000 rows, 40 training rows a list).
+    assert isinstance(searcher._index, faiss.IndexIVFFlat)
+    assert (searcher._index.d, searcher._index.nlist) == (128, 75)
     first = searcher.search(queries, K)[1]
     gone = np.unique(first[:, :2])
     searcher.remove(gone.tolist())
@@ -322,6 +338,9 @@ def test_a_large_spaces_pool_reads_the_saved_index_rows_not_a_float64_copy(tmp_p
         assert 700 not in exhaustive.ids
         shortlisted = rank(query, pool, "cosine", fusion=fusion, k=5, exclude={700}, searchers=searchers)
         assert len(set(shortlisted.ids.tolist()) & set(reference.ids.tolist())) >= 4 and 700 not in shortlisted.ids
+        for space, rows in vectors.items():  # each space's part is scipy's: from its own shortlist, or measured
+            exact = ExactSearcher(held, rows, "cosine").distances(query[space])[0]
+            np.testing.assert_array_equal(shortlisted.parts[space], exact[shortlisted.ids - 1])
         single = rank({"visual": query["visual"]}, later.pool(catalog, ("visual",)), "cosine",
                       searchers={"visual": searchers["visual"]})
         expected = ExactSearcher(held, vectors["visual"], "cosine").search(query["visual"], 5)

@@ -377,14 +377,20 @@ def run_map(args: argparse.Namespace) -> int:
 def run_reindex(args: argparse.Namespace) -> int:
     """``mvr reindex``: build the catalog's search indexes afresh, one line per index as it is built."""
     from mvr.index.build import Rebuilt, reindex
+    from mvr.retrieval.query import catalog_fusion
+    from mvr.retrieval.targets import FUSED, default_metrics
     from mvr.store import Catalog
 
     def show(done: Rebuilt) -> None:
         note(f"{done.space} {done.metric}: {done.kind}, {done.rows} vectors, {done.seconds:.1f} s", file=sys.stdout)
 
     with Catalog.open(args.catalog, create=False) as catalog:
+        # The fused search's searchers too (cosine, or the tuned metrics), lest its first query build them.
+        fusion, _ = catalog_fusion(catalog, FUSED)
+        fused = {space: {fusion.searcher_metric(space, default_metrics()[FUSED])}
+                 for space, weight in fusion.weights.items() if weight > 0}
         reindex(catalog, (args.space,) if args.space else None, threads=args.runtime.threads, progress=True,
-                on_rebuilt=show)
+                on_rebuilt=show, metrics=fused)
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,9 +171,10 @@ class Rebuilt:
 
 def reindex(catalog: Catalog, spaces: tuple[str, ...] | None = None, *, threads: int = 1,
             min_rows: int = FAISS_MIN_ROWS, progress: bool | None = None,
-            on_rebuilt: Callable[[Rebuilt], None] | None = None) -> list[Rebuilt]:
-    """Build every saved index of ``spaces`` afresh from the catalog's vectors, and the index of each space's
-    default metric, replacing what was saved.
+            on_rebuilt: Callable[[Rebuilt], None] | None = None,
+            metrics: Mapping[str, Collection[str]] | None = None) -> list[Rebuilt]:
+    """Build every saved index of ``spaces`` afresh from the catalog's vectors, the index of each space's default
+    metric, and those of ``metrics``, replacing what was saved.
 
     Parameters
     ----------
@@ -189,6 +190,8 @@ def reindex(catalog: Catalog, spaces: tuple[str, ...] | None = None, *, threads:
         The indexes built so far, on standard error (:class:`mvr.progress.Progress`).
     on_rebuilt : callable, optional
         Called with each index as soon as it is built.
+    metrics : mapping, optional
+        space -> more metrics to index it for (those the fused search asks of it), for the spaces of ``spaces``.
     """
     from mvr.features.spaces import SPACES  # the extractors' modules: only this verb needs the defaults
 
@@ -197,7 +200,8 @@ def reindex(catalog: Catalog, spaces: tuple[str, ...] | None = None, *, threads:
     for space in spaces:
         saved = {path.name.removeprefix(f"{space}-") for path in (catalog.root / INDEX_FOLDER).glob(f"{space}-*")}
         default = SPACES[space].default_metric if space in SPACES else None
-        planned[space] = sorted((saved & set(METRICS)) | ({default} if default else set()))
+        planned[space] = sorted((saved & set(METRICS)) | ({default} if default else set())
+                                | set((metrics or {}).get(space, ())))
     done = []
     with Progress("reindexing", sum(len(metrics) for metrics in planned.values()), unit="index",
                   show=progress) as bar:

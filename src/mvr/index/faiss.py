@@ -11,11 +11,11 @@ The FAISS index is chosen by size (``kind="auto"``):
   and Jensen-Shannon, whose FAISS loops are scalar, :data:`SCALAR_FLAT_MAX_WORK`): below that a scan takes under
   ~0.4 ms on one core, needs no graph and is exact;
 * ``hnsw``: an HNSW graph above it;
-* ``ivfpq``: for wide vectors from :data:`IVFPQ_MIN_ROWS` rows, an inverted file with 32-byte product codes, where
-  an HNSW graph over float32 projections would take gigabytes; its codes' candidates (:data:`IVF_REFINE_FACTOR`
-  times the shortlist) are ranked again on the 128 projected float32 numbers (FAISS's ``RFlat``, 512 bytes a row)
-  before the shortlist is reranked exactly: at 1M visual rows the codes alone held recall@5 0.79 with a shortlist
-  of 400 and 0.89 with 1,200 (docs/performance.md).
+* ``ivf``: for wide vectors from :data:`IVF_MIN_ROWS` rows, an inverted file over their 128 projected float32
+  numbers (about ``4 sqrt(n)`` lists, :data:`IVF_NPROBE` searched): at 1M visual rows it found what a flat scan
+  of the projections finds (recall@5 0.98 / 0.993 with 200 / 400 rows reranked) in 0.8 ms, where the HNSW graph
+  over the same projections lost neighbours (0.967 / 0.973, 0.98 only with 800) and product codes lost more
+  (IVF-PQ, 0.85 with 200 even after refining on the projections; docs/performance.md).
 
 Each metric is searched in the space where FAISS has its ranking (:data:`FAISS_METRICS`):
 
@@ -33,8 +33,9 @@ Each metric is searched in the space where FAISS has its ranking (:data:`FAISS_M
   says no, and :func:`mvr.index.build.build_searcher` keeps the exact scan.
 
 Wide vectors (:data:`WIDE_DIMS` numbers and more: the 2,560 visual ones) are projected on their :data:`PCA_RANK`
-leading principal axes (a randomized principal component fit on a sample of rows in the metric's space) before
-the ANN index, which keeps their euclidean geometry; only :data:`WIDE_METRICS` are offered there, the others'
+leading principal axes (a randomized principal component fit on a sample of rows in the metric's space), with
+each row's distance from those axes as one more number, before the ANN index: squared L2 there is the rows' own
+but for one cross term (:class:`_Projection`). Only :data:`WIDE_METRICS` are offered there, the others'
 neighbours are not the projections'.
 
 The rerank reads its rows from the stored matrix, memory-mapped once saved (``vectors-<i>.f32`` segments, or
@@ -72,9 +73,10 @@ from threadpoolctl import ThreadpoolController
 
 from mvr.index.base import SCALE_SAMPLE_ROWS, Exclusions, check_metric, top_k
 
-LAYOUT = 3
+LAYOUT = 4
 """Version of the saved folder's layout; a folder of another version is never loaded (2: the scale sample, and
-Bray-Curtis shortlisted by L2; 3: IVF-PQ refined on its float32 projections)."""
+Bray-Curtis shortlisted by L2; 3: IVF-PQ refined on its float32 projections; 4: projections carry the residual,
+and an inverted file of them replaces IVF-PQ)."""
 
 FAISS_METRICS = {
     # scipy name: (space of the rows, FAISS metric there)
@@ -90,12 +92,13 @@ FAISS_METRICS = {
 """The metrics of :data:`mvr.index.base.METRICS` a FAISS index can shortlist for; the others are scanned."""
 WIDE_METRICS = ("euclidean", "cosine", "correlation")
 """Those whose neighbours the principal-axis projection of wide vectors keeps."""
-KINDS = ("auto", "flat", "hnsw", "ivfpq")
+KINDS = ("auto", "flat", "hnsw", "ivf")
 
 WIDE_DIMS = 512
 """Vectors this wide are projected on principal axes before the ANN index."""
-PCA_RANK = 128
-"""Principal axes kept: 128 keep the visual vectors' neighbours (recall@5 >= 0.98 at 100k, docs/performance.md)."""
+PCA_RANK = 127
+"""Principal axes kept; with each row's residual (:class:`_Projection`) a projected row has 128 numbers, which the
+product quantizer's 64 sub-vectors divide."""
 FLAT_MAX_WORK = 20_000 * 136
 """Largest ``rows x dims`` scanned exactly: 0.33 ms a query at 20,000 x 136 on one core, where HNSW took 0.10 ms
 (and 1 s to build); at 50,000 rows the scan took 1.7 ms against HNSW's 0.17 ms (faiss-cpu 1.15.1)."""
@@ -103,27 +106,28 @@ SCALAR_METRICS = ("canberra", "jensenshannon")
 """FAISS computes these without SIMD: its flat Bray-Curtis scan (the same scalar loop) took 1.8 ms at 8,000 x 136
 where HNSW took 0.5 ms with the rerank (0.4 s to build)."""
 SCALAR_FLAT_MAX_WORK = 2_000 * 136
-IVFPQ_MIN_ROWS = 500_000
-"""Wide catalogs this large get IVF-PQ codes (32 bytes a row) rather than an HNSW graph over float32 projections."""
+IVF_MIN_ROWS = 500_000
+"""Wide catalogs this large get an inverted file over their projections rather than an HNSW graph."""
 HNSW_M = 16
 """Graph links per node: M16 held recall@5 0.999 at 100k with a reranked shortlist, and builds faster than M32."""
 HNSW_EF_CONSTRUCTION = 80
-PQ_BYTES = 32
-IVF_NPROBE = 64
-IVF_REFINE_FACTOR = 8
-"""Candidates of the IVF-PQ codes per shortlist place, ranked again on the float32 projections."""
+IVF_NPROBE = 32
+"""Lists an inverted file searches: at 1M visual rows (4,096 lists) 16, 32 and 64 all held the flat scan's recall,
+in 0.60 / 0.77 / 1.08 ms (docs/performance.md); 32 leaves a margin for less clustered catalogs."""
+IVF_TRAIN_PER_LIST = 40
+"""Sample rows per list that train an inverted file's centroids (FAISS warns below 39)."""
 SHORTLIST_MIN = 100
 """Rows reranked exactly at 100k rows and below (narrow vectors); :func:`shortlist_size` grows it with the
 catalog."""
 SHORTLIST_MAX = 500
 WIDE_SHORTLIST = 2
 """Wide vectors rerank this many times the shortlist: 128 projected numbers keep less of a row than 136 whole
-ones, and recall@5 at 100k visual rows rose from 0.967 with 100 to 0.987 with 200 (docs/performance.md)."""
+ones. At 1M visual rows even a flat scan of the projections held recall@5 0.980 with 200 rows reranked, 0.993 with
+400 (``bench_wide_index.py``, docs/performance.md)."""
 REBUILD_GROWTH = 2.0
 REBUILD_TOMBSTONES = 0.1
 
 _TINY = np.float32(1e-30)  # stands for 0 in FAISS's Canberra and Jensen-Shannon, whose 0/0 and 0 log 0 are NaN
-_FIT_ROWS = 20_000  # rows sampled to train IVF-PQ: each of its lists wants ~40
 _PCA_FIT_ROWS = 2048  # rows that fit the principal axes: more change them little, and cost seconds
 _ADD_ROWS = 65_536  # rows transformed and added at once: bounds the float64 temporaries
 _MAX_SEGMENTS = 8  # vector files a saved folder may hold before a save merges them into one
@@ -186,7 +190,15 @@ def _transform(rows: np.ndarray, space: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Projection:
-    """Principal axes of wide rows: ``(rows - mean) @ axes.T`` keeps their euclidean geometry in ``rank`` numbers.
+    """Principal axes of wide rows, and each row's distance from them: the squared euclidean distance between two
+    rows' projections is the squared distance along the axes, plus the row's own part off them.
+
+    A catalog row ``x`` becomes ``(x - mean) @ axes.T`` followed by ``||x - mean||^2 - ||(x - mean) @ axes.T||^2``
+    under a square root (its residual's norm ``||r_x||``); a query ``q`` gets 0 there. Their squared L2 distance is
+    then ``||x - q||^2 - ||r_q||^2 + 2 <r_x, r_q>``: the second term is the same for every row, and the third, the
+    only one the projection loses, is zero on average. Without the residual, a row far off the axes looks as near as its projection: on 100k visual
+    rows with 100 rows reranked, 128 axes alone held recall@5 0.967, 127 axes and the residual 1.000
+    (``bench_faiss.py --wide-shortlist 1``, docs/performance.md).
 
     Attributes
     ----------
@@ -199,6 +211,11 @@ class _Projection:
     def __init__(self, mean: np.ndarray, axes: np.ndarray) -> None:
         self.mean = np.ascontiguousarray(mean, dtype=np.float32)
         self.axes = np.ascontiguousarray(axes, dtype=np.float32)
+
+    @property
+    def width(self) -> int:
+        """Numbers a projected row has: the axes' coordinates and the residual."""
+        return self.axes.shape[0] + 1
 
     @classmethod
     def fit(cls, sample: np.ndarray, rank: int, generator: np.random.Generator) -> _Projection:
@@ -226,9 +243,19 @@ class _Projection:
             axes = extra[:rank]
         return cls(mean, axes)
 
-    def apply(self, rows: np.ndarray) -> np.ndarray:
-        """float32 ``(n, rank)`` coordinates of float32 ``rows`` ``(n, d)``."""
-        return np.ascontiguousarray((rows - self.mean) @ self.axes.T, dtype=np.float32)
+    def apply(self, rows: np.ndarray, *, queries: bool = False) -> np.ndarray:
+        """float32 ``(n, width)``: the coordinates of float32 ``rows`` ``(n, d)`` and their residuals' norms (0 for
+        ``queries``)."""
+        centred = rows - self.mean
+        out = np.empty((rows.shape[0], self.width), dtype=np.float32)
+        out[:, :-1] = centred @ self.axes.T
+        if queries:
+            out[:, -1] = 0.0
+        else:
+            left = np.square(centred).sum(axis=1, dtype=np.float64) - np.square(out[:, :-1]).sum(axis=1,
+                                                                                                   dtype=np.float64)
+            out[:, -1] = np.sqrt(np.maximum(left, 0.0))
+        return out
 
 
 class _Rows:
@@ -282,7 +309,7 @@ class FaissSearcher:
     metric : str
         The scipy metric name.
     kind : str
-        The FAISS index: ``flat``, ``hnsw`` or ``ivfpq``.
+        The FAISS index: ``flat``, ``hnsw`` or ``ivf``.
     dims : int
         Width of the vectors.
     threads : int
@@ -349,7 +376,7 @@ class FaissSearcher:
         ------
         ValueError
             For a metric without a FAISS index on these vectors, an unknown kind or storage, duplicate ids, or a
-            kind the metric cannot use (IVF-PQ is euclidean-space only).
+            kind the metric cannot use (an inverted file is for wide, euclidean-like spaces only).
         """
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         vectors = np.asarray(vectors)
@@ -368,26 +395,22 @@ class FaissSearcher:
         if auto:
             kind = _auto_kind(n, dims, metric)
         space, faiss_metric = FAISS_METRICS[metric]
-        if kind == "ivfpq" and metric not in WIDE_METRICS:
-            raise ValueError(f"{metric}: IVF-PQ indexes euclidean-like spaces only")
+        if kind == "ivf" and metric not in WIDE_METRICS:
+            raise ValueError(f"{metric}: an inverted file indexes euclidean-like spaces only")
         generator = np.random.default_rng(seed)
-        fit = np.sort(generator.choice(n, min(n, _FIT_ROWS), replace=False)) if n else np.zeros(0, np.int64)
+        fit = np.sort(generator.choice(n, min(n, _PCA_FIT_ROWS), replace=False)) if n else np.zeros(0, np.int64)
         # A generator of its own: the fit's draws (and so the principal axes) stay those recall was measured with.
         sample_slots = np.sort(np.random.default_rng([seed, 1]).choice(n, min(n, SCALE_SAMPLE_ROWS), replace=False))
         with _THREADS.limit(limits=threads):
             pca = None
-            sample_rows, sample_usable = _transform(vectors[fit], space)
-            sample_rows = sample_rows[sample_usable]
             if dims >= WIDE_DIMS and kind != "flat":
+                sample_rows, sample_usable = _transform(vectors[fit], space)
                 # The projection is fitted in the metric's space, so it keeps that space's euclidean geometry.
-                pca = _Projection.fit(sample_rows[:_PCA_FIT_ROWS], min(PCA_RANK, dims), generator)
-                sample_rows = pca.apply(sample_rows)
+                pca = _Projection.fit(sample_rows[sample_usable], min(PCA_RANK, dims), generator)
                 # Centred projections: inner products no longer rank unit rows; squared L2 still does.
                 faiss_metric = faiss.METRIC_L2
-            width = dims if pca is None else pca.axes.shape[0]
+            width = dims if pca is None else pca.width
             index = _new_index(kind, width, faiss_metric, n)
-            if not index.is_trained:
-                index.train(sample_rows)
             store_dtype = np.float16 if storage == "float16" else np.float32
             rows = _Rows([np.ascontiguousarray(vectors, dtype=store_dtype)], [None], store_dtype, dims)
             usable = np.zeros(n, dtype=bool)
@@ -395,6 +418,11 @@ class FaissSearcher:
             for start in range(0, n, _ADD_ROWS):
                 moved, usable[start:start + _ADD_ROWS] = _transform(vectors[start:start + _ADD_ROWS], space)
                 added[start:start + _ADD_ROWS] = moved if pca is None else pca.apply(moved)
+            if not index.is_trained:
+                # An inverted file's centroids, from the rows as it holds them: IVF_TRAIN_PER_LIST for each list.
+                held = np.flatnonzero(usable)
+                wanted = min(held.size, IVF_TRAIN_PER_LIST * _ivf_lists(n))
+                index.train(added[np.sort(generator.choice(held, wanted, replace=False))])
             # One add: an HNSW graph built from 65,536-row adds lost neighbours at 1M audio rows (recall@5 0.98,
             # 2.2 ms a query; one add: 1.0, 1.6 ms; docs/performance.md). The rows are still transformed in chunks.
             index.add(added)
@@ -486,13 +514,13 @@ class FaissSearcher:
         blocked = [np.fromiter(found, dtype=np.int64, count=len(found)) for found in exclude] if exclude else None
         extra = max(found.size for found in blocked) if blocked else 0
         base = shortlist_size(len(self)) * (WIDE_SHORTLIST if self._pca is not None else 1)
-        size = min(max(base, 2 * k) + extra, int(self._searchable.sum()))
+        size = min(max(base, 2 * k) + extra, self._searchable_count)
         if size == 0:
             return top_k(np.full((queries.shape[0], 0), np.inf), np.zeros(0, dtype=np.int64), k)
         slots = self._shortlist(queries, size)
         candidates = np.where(slots >= 0, self._slot_ids[slots], -1)
         distances = np.full(slots.shape, np.nan)
-        beyond = size < int(self._searchable.sum())  # rows outside the shortlist might still have a distance
+        beyond = size < self._searchable_count  # rows outside the shortlist might still have a distance
         undecided = []
         for number, query in enumerate(queries):
             found = slots[number] >= 0
@@ -651,6 +679,8 @@ class FaissSearcher:
         self._sorted_ids = np.sort(self._slot_ids[live])
         self._sample = None
         self._searchable = self._usable & ~self._dead
+        # Counted once here: summing a 1M-row mask on every query took 0.9 ms of a 1.5 ms audio search at 1M rows.
+        self._searchable_count = int(np.count_nonzero(self._searchable))
         if self._searchable.all():
             self._selector = self._bitmap = None
         else:
@@ -666,18 +696,16 @@ class FaissSearcher:
         if not usable.any():
             return labels  # a query without a transform has no finite distance to anything
         with _THREADS.limit(limits=self.threads):
-            points = moved[usable] if self._pca is None else self._pca.apply(moved[usable])
+            points = moved[usable] if self._pca is None else self._pca.apply(moved[usable], queries=True)
             if self.kind == "hnsw":
                 # The graph search keeps efSearch candidates: fewer than the shortlist would cut it short.
                 params = faiss.SearchParametersHNSW(efSearch=max(size, 64))
-            elif self.kind == "ivfpq":
-                # The codes' search, then the refinement on the projections; the selector acts in the first.
-                inner = faiss.SearchParametersIVF(nprobe=IVF_NPROBE)
-                params = faiss.IndexRefineSearchParameters(k_factor=IVF_REFINE_FACTOR, base_index_params=inner)
+            elif self.kind == "ivf":
+                params = faiss.SearchParametersIVF(nprobe=IVF_NPROBE)
             else:
                 params = faiss.SearchParameters()
             if self._selector is not None:
-                (inner if self.kind == "ivfpq" else params).sel = self._selector
+                params.sel = self._selector
             _, found = self._index.search(points, size, params=params)
         labels[usable] = found
         return labels
@@ -691,8 +719,8 @@ class FaissSearcher:
 def _auto_kind(rows: int, dims: int, metric: str) -> str:
     if rows * dims <= (SCALAR_FLAT_MAX_WORK if metric in SCALAR_METRICS else FLAT_MAX_WORK):
         return "flat"
-    if dims >= WIDE_DIMS and rows >= IVFPQ_MIN_ROWS:
-        return "ivfpq"
+    if dims >= WIDE_DIMS and rows >= IVF_MIN_ROWS:
+        return "ivf"
     return "hnsw"
 
 
@@ -703,12 +731,12 @@ def _new_index(kind: str, width: int, faiss_metric: int, rows: int) -> faiss.Ind
         index = faiss.IndexHNSWFlat(width, HNSW_M, faiss_metric)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         return index
-    # IVF-PQ: about sqrt(n) lists (each trained list wants ~40 rows of the sample), codes of PQ_BYTES bytes.
-    lists = int(max(16, min(4 * math.sqrt(max(rows, 1)), min(rows, _FIT_ROWS) // 40)))
-    # 4-bit fast-scan codes, two per byte: the 8-bit PQ32 took 140 s to train on 20,000 rows on one core (its
-    # 4-dimensional sub-vectors make k-means slow), PQ64x4fs 1.5 s; RFlat ranks their candidates again on the
-    # float32 projections, which the coarse codes alone rank too loosely.
-    return faiss.index_factory(width, f"IVF{lists},PQ{2 * PQ_BYTES}x4fs,RFlat", faiss_metric)
+    return faiss.index_factory(width, f"IVF{_ivf_lists(rows)},Flat", faiss_metric)
+
+
+def _ivf_lists(rows: int) -> int:
+    """An inverted file's lists for ``rows`` rows: about ``4 sqrt(n)``, as FAISS's guidelines give."""
+    return int(max(16, min(4 * math.sqrt(max(rows, 1)), rows // IVF_TRAIN_PER_LIST)))
 
 
 def _read_saved(folder: Path) -> tuple[dict, _Rows, dict[str, np.ndarray]] | None:

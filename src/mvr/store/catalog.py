@@ -302,20 +302,30 @@ class Catalog:
         CatalogError
             When the space's vectors come from several extractors.
         """
-        rows = self._db.execute(
-            "SELECT video_id, extractor, dims, vector FROM vectors WHERE modality = ? ORDER BY video_id", (space,),
-        ).fetchall()
-        if not rows:
+        extractors = [row[0] for row in self._db.execute(
+            "SELECT DISTINCT extractor FROM vectors WHERE modality = ? LIMIT 2", (space,))]
+        if not extractors:
             return None
-        extractors = {row[1] for row in rows}
         if len(extractors) > 1:
             raise CatalogError(
                 f"{self.root}: {space} vectors from several extractors ({', '.join(sorted(extractors))});"
                 " re-index into a new catalog"
             )
-        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        vectors = np.vstack([np.frombuffer(row[3], dtype=np.float32, count=row[2]) for row in rows])
-        return VectorMatrix(ids=ids, vectors=vectors, extractor=rows[0][1])
+        count, dims = self._db.execute(
+            "SELECT COUNT(*), MAX(dims) FROM vectors WHERE modality = ?", (space,)).fetchone()
+        # Row by row into one float32 matrix: the blobs are never all held at once (1M visual rows are 10 GB).
+        # The count is a statement older than the rows' (a writer may add between): the matrix grows if need be.
+        ids = np.empty(count, dtype=np.int64)
+        vectors = np.empty((count, dims), dtype=np.float32)
+        row = 0
+        for row, (video_id, vector) in enumerate(self._db.execute(
+                "SELECT video_id, vector FROM vectors WHERE modality = ? ORDER BY video_id", (space,)), start=1):
+            if row > ids.size:
+                ids, vectors = np.resize(ids, 2 * row), np.resize(vectors, (2 * row, dims))
+            ids[row - 1] = video_id
+            vectors[row - 1] = np.frombuffer(vector, dtype=np.float32, count=dims)
+        ids, vectors = ids[:row], vectors[:row]
+        return VectorMatrix(ids=ids, vectors=vectors, extractor=extractors[0])
 
     def _one(self, where: str, params: tuple) -> Video | None:
         found = self._many(where, params)
