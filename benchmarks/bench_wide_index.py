@@ -115,8 +115,8 @@ def main() -> None:
                 params = faiss.SearchParametersIVF(nprobe=nprobe)
                 for size in args.shortlists:
                     _, found = inverted.search(points, size, params=params)
-                    print(json.dumps({"rank": rank, "index": f"IVF{lists}", "nprobe": nprobe, "build_s": round(built, 1),
-                                      "rerank": size, "recall_at_5": reranked_recall(found, exact, expected),
+                    print(json.dumps({"rank": rank, "index": f"IVF{lists}", "nprobe": nprobe,
+                                      "build_s": round(built, 1), "rerank": size, "recall_at_5": reranked_recall(found, exact, expected),
                                       "search_ms": round(per_query_ms(inverted, points, size, params), 2)}),
                           flush=True)
 
