@@ -13,9 +13,9 @@ The FAISS index is chosen by size (``kind="auto"``):
 * ``hnsw``: an HNSW graph above it;
 * ``ivf``: for wide vectors from :data:`IVF_MIN_ROWS` rows, an inverted file over their 128 projected float32
   numbers (about ``4 sqrt(n)`` lists, :data:`IVF_NPROBE` searched): at 1M visual rows it found what a flat scan
-  of the projections finds (recall@5 0.98 / 0.993 with 200 / 400 rows reranked) in 0.8 ms, where the HNSW graph
-  over the same projections lost neighbours (0.967 / 0.973, 0.98 only with 800) and product codes lost more
-  (IVF-PQ, 0.85 with 200 even after refining on the projections; docs/performance.md).
+  of the projections finds (recall@5 0.993 / 1.000 with 200 / 400 rows reranked) in about 0.9 ms, where the HNSW
+  graph over the same projections lost neighbours (0.953 / 0.980, 0.993 only with 800) and product codes lost more
+  (IVF-PQ, 0.85 with 200 even after refining on the projections; ``bench_wide_index.py``, docs/performance.md).
 
 Each metric is searched in the space where FAISS has its ranking (:data:`FAISS_METRICS`):
 
@@ -97,8 +97,9 @@ KINDS = ("auto", "flat", "hnsw", "ivf")
 WIDE_DIMS = 512
 """Vectors this wide are projected on principal axes before the ANN index."""
 PCA_RANK = 127
-"""Principal axes kept; with each row's residual (:class:`_Projection`) a projected row has 128 numbers, which the
-product quantizer's 64 sub-vectors divide."""
+"""Principal axes kept; with each row's residual (:class:`_Projection`) a projected row has 128 numbers. 255 axes
+gained little at 1M visual rows (a flat scan of them: recall@5 0.980 against 0.973 with 100 rows reranked, equal
+from 200; docs/performance.md)."""
 FLAT_MAX_WORK = 20_000 * 136
 """Largest ``rows x dims`` scanned exactly: 0.33 ms a query at 20,000 x 136 on one core, where HNSW took 0.10 ms
 (and 1 s to build); at 50,000 rows the scan took 1.7 ms against HNSW's 0.17 ms (faiss-cpu 1.15.1)."""
@@ -113,7 +114,7 @@ HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 80
 IVF_NPROBE = 32
 """Lists an inverted file searches: at 1M visual rows (4,096 lists) 16, 32 and 64 all held the flat scan's recall,
-in 0.60 / 0.77 / 1.08 ms (docs/performance.md); 32 leaves a margin for less clustered catalogs."""
+in 0.64 / 0.89 / 1.20 ms with 400 rows (docs/performance.md); 32 leaves a margin for less clustered catalogs."""
 IVF_TRAIN_PER_LIST = 40
 """Sample rows per list that train an inverted file's centroids (FAISS warns below 39)."""
 SHORTLIST_MIN = 100
@@ -122,7 +123,7 @@ catalog."""
 SHORTLIST_MAX = 500
 WIDE_SHORTLIST = 2
 """Wide vectors rerank this many times the shortlist: 128 projected numbers keep less of a row than 136 whole
-ones. At 1M visual rows even a flat scan of the projections held recall@5 0.980 with 200 rows reranked, 0.993 with
+ones. At 1M visual rows even a flat scan of the projections held recall@5 0.993 with 200 rows reranked, 1.000 with
 400 (``bench_wide_index.py``, docs/performance.md)."""
 REBUILD_GROWTH = 2.0
 REBUILD_TOMBSTONES = 0.1

@@ -309,6 +309,7 @@ def _rank_fused_shortlist(
     candidates = np.setdiff1d(np.concatenate([ids for ids, _ in shortlists.values()]), excluded)
     rows = np.searchsorted(pool.ids, candidates)
     rows = rows[_held(pool.ids, rows, candidates)]
+    union = pool.ids[rows]
     parts, scales = {}, {}
     for space in pool.spaces:
         space_metric = fusion.metric_of(space, metric)
@@ -319,12 +320,12 @@ def _rank_fused_shortlist(
             # The space's own shortlist came with scipy's distances in this metric: only the other spaces'
             # candidates are read and measured here (a 2,560-wide row is 10 kB of the mapped file).
             shortlisted, found = shortlists[space]
-            places = np.searchsorted(pool.ids[rows], shortlisted)
-            held = _held(pool.ids[rows], places, shortlisted)
+            places = np.searchsorted(union, shortlisted)
+            held = _held(union, places, shortlisted)
             parts[space][0, places[held]] = found[held]
             missing[places[held]] = False
         parts[space][:, missing] = ExactSearcher(
-            pool.ids[rows[missing]], fusion.vectors_of(space, pool.matrices[space][rows[missing]]), space_metric,
+            union[missing], fusion.vectors_of(space, pool.matrices[space][rows[missing]]), space_metric,
         ).distances(measured)
         sample_ids, sample_rows = searchers[space].sample()
         scale = ExactSearcher(sample_ids, fusion.vectors_of(space, sample_rows), space_metric).distances(measured)
@@ -334,7 +335,7 @@ def _rank_fused_shortlist(
         scales[space] = row_statistics(scale)
     left_out = int(_held(pool.ids, np.searchsorted(pool.ids, excluded), excluded).sum())
     outside = pool.ids.size - left_out - rows.size
-    return _ranked(combine(parts, fusion, scales), pool.ids[rows], metric, k, outside)
+    return _ranked(combine(parts, fusion, scales), union, metric, k, outside)
 
 
 def _held(ids: np.ndarray, rows: np.ndarray, wanted: np.ndarray) -> np.ndarray:

@@ -298,8 +298,9 @@ def tune_pool(
     # A rule must out-rank the simpler ones on queries it was not chosen on: on a few dozen labels a mix can fit
     # them and lose on the next (docs/evaluation.md, coupled small). Equal scores keep the simpler rule.
     kept = max(rules, key=lambda name: (rule_scores[name], -list(rules).index(name)))
-    winner = _best_point(hits, balance, rules[kept], np.arange(queries.size))
-    scores = hits.sum(axis=1) / (queries.size * k)
+    totals = hits.sum(axis=1)
+    winner = _best_point(totals, balance, rules[kept])
+    scores = totals / (queries.size * k)
     weights = {space: round(float(w), 6) for space, w in zip(spaces, grid[winner], strict=True)}
     equal_score = float(scores[rules["equal"][0]])
     projected = f", a learned projection in {', '.join(learned)}" if learned else ""
@@ -314,10 +315,10 @@ def tune_pool(
                   projections=learned, projection_scores=learned_scores)
 
 
-def _best_point(hits: np.ndarray, balance: np.ndarray, points: np.ndarray, queries: np.ndarray) -> int:
-    """The grid point among ``points`` with the most hits on ``queries``, equal ones to the most balanced."""
-    totals = hits[np.ix_(points, queries)].sum(axis=1)
-    return int(points[np.lexsort((balance[points], -totals))[0]])
+def _best_point(totals: np.ndarray, balance: np.ndarray, points: np.ndarray) -> int:
+    """The grid point among ``points`` with the most hits (``totals``, one per grid point), equal ones to the most
+    balanced."""
+    return int(points[np.lexsort((balance[points], -totals[points]))[0]])
 
 
 def _out_of_fold_rules(hits: np.ndarray, balance: np.ndarray, rules: Mapping[str, np.ndarray], groups: np.ndarray,
@@ -330,13 +331,13 @@ def _out_of_fold_rules(hits: np.ndarray, balance: np.ndarray, rules: Mapping[str
     # One group a fold: each choice is made on all but one track, as the final choice is made on all of them
     # (five folds made it noisier on 32 videos: docs/evaluation.md).
     dealt = group_folds(groups, keys, groups.size)
-    everyone = np.arange(hits.shape[1])
+    totals = hits.sum(axis=1)
+    held_out = [hits[:, fold].sum(axis=1) for fold in dealt]  # each fold's hits at every grid point
     found = {}
     for name, points in rules.items():
         total = 0
-        for fold in dealt:
-            chosen = _best_point(hits, balance, points, np.setdiff1d(everyone, fold))
-            total += int(hits[chosen, fold].sum())
+        for fold_hits in held_out:
+            total += int(fold_hits[_best_point(totals - fold_hits, balance, points)])
         found[name] = total / (hits.shape[1] * k)
     return found
 
