@@ -236,6 +236,40 @@ def test_save_reopen_add_search_follows(tmp_path, narrow):
         again.add(ids[half:half + 1], rows[half:half + 1])  # already held
 
 
+def test_wide_rows_codes_and_file_reads_follow_saves_and_adds(tmp_path):
+    # 1,024 float32 numbers: a row fills a page, so a reopened searcher reads its rerank's rows from the file.
+    generator = np.random.default_rng(13)
+    rows, seeds = clustered(2400, 1024, generator, non_negative=True)
+    queries = clustered(20, 1024, generator, non_negative=True, seeds=seeds)[0].astype(np.float64)
+    ids = np.arange(rows.shape[0], dtype=np.int64) + 100
+    half = 1600
+    searcher = FaissSearcher.build(ids[:half], rows[:half], "cosine", kind="hnsw")
+    # The codes rank like the rows: the ten nearest by the codes hold the five nearest by scipy.
+    moved = (rows[:half] / np.linalg.norm(rows[:half], axis=1, keepdims=True)).astype(np.float32)
+    for query in queries[:5]:
+        unit = (query / np.linalg.norm(query)).astype(np.float32)
+        by_codes = searcher._codes.nearest(unit, np.arange(half), 10)
+        assert set(np.argsort(((moved - unit) ** 2).sum(axis=1))[:5]) <= set(by_codes.tolist())
+    before = searcher.search(queries, K)
+    searcher.save(tmp_path / "visual", meta={})
+    reopened = FaissSearcher.load(tmp_path / "visual")
+    slots = np.array([5, 3, 1500, 17])
+    np.testing.assert_array_equal(reopened._rows.gather(slots), rows[slots].astype(np.float64))
+    for got, expected in zip(reopened.search(queries, K), before):
+        np.testing.assert_array_equal(got, expected)
+    reopened.add(ids[half:], rows[half:])
+    slots = np.array([2000, 4, half])  # the file's rows and the added ones, in memory
+    np.testing.assert_array_equal(reopened._rows.gather(slots), rows[slots].astype(np.float64))
+    distances, found = reopened.search(queries, K)
+    assert recall(exact(queries, ids, rows, "cosine")[1], found) >= 0.95
+    truth = cdist(queries, rows.astype(np.float64), "cosine")
+    np.testing.assert_allclose(distances, np.take_along_axis(truth, found - 100, axis=1), rtol=1e-9)
+    reopened.save(tmp_path / "visual", meta={})  # the codes of the added rows are saved with the others
+    again = FaissSearcher.load(tmp_path / "visual")
+    np.testing.assert_array_equal(again._codes.codes, reopened._codes.codes)
+    np.testing.assert_array_equal(again.search(queries, K)[1], found)
+
+
 def test_a_folder_of_another_layout_or_cut_short_is_not_loaded(tmp_path, narrow):
     ids, rows, _ = narrow
     FaissSearcher.build(ids[:500], rows[:500], "cosine").save(tmp_path / "v", meta={"generation": 3})

@@ -13,7 +13,7 @@ The FAISS index is chosen by size (``kind="auto"``):
 * ``hnsw``: an HNSW graph above it;
 * ``ivf``: for wide vectors from :data:`IVF_MIN_ROWS` rows, an inverted file over their 128 projected float32
   numbers (about ``4 sqrt(n)`` lists, :data:`IVF_NPROBE` searched): at 1M visual rows it found what a flat scan
-  of the projections finds (recall@5 0.993 / 1.000 with 200 / 400 rows reranked) in about 0.9 ms, where the HNSW
+  of the projections finds (recall@5 0.993 / 1.000 with 200 / 400 rows reranked) in about 0.6 ms, where the HNSW
   graph over the same projections lost neighbours (0.953 / 0.980, 0.993 only with 800) and product codes lost more
   (IVF-PQ, 0.85 with 200 even after refining on the projections; ``bench_wide_index.py``, docs/performance.md).
 
@@ -38,9 +38,16 @@ each row's distance from those axes as one more number, before the ANN index: sq
 but for one cross term (:class:`_Projection`). Only :data:`WIDE_METRICS` are offered there, the others'
 neighbours are not the projections'.
 
+Wide rows are also kept as 8-bit codes in memory (:class:`_Codes`, 2,560 bytes a visual row): the codes rank the
+shortlist, and only its :func:`_rows_measured` nearest by them are read in full and measured exactly. A full
+row read from a file far larger than the CPU's caches is the dearest step of a query (at 1M visual rows reranking
+400 of them cost 8-14 ms of an 11-18 ms query on this machine, docs/performance.md), and the codes rank as the rows
+do but for near-ties.
+
 The rerank reads its rows from the stored matrix, memory-mapped once saved (``vectors-<i>.f32`` segments, or
 ``.f16`` with ``storage="float16"``, which halves a 1M visual catalog's 10 GB at the price of distances computed on
-the float16-rounded vectors), so a query touches only the rows it reranks. Rows are added incrementally; removed
+the float16-rounded vectors), so a query touches only the rows it reranks; a saved row of a page or more is read
+with ``preadv`` into buffers the thread keeps (:meth:`_Rows.gather`). Rows are added incrementally; removed
 ones are tombstones that FAISS's ID selector keeps out of the shortlist; :attr:`FaissSearcher.needs_rebuild` says
 when to build again (the catalog has doubled since the fit, or a tenth of the rows are tombstones).
 :meth:`FaissSearcher.load_vectors` maps a saved folder's rows alone, in id order, for whoever needs the catalog's
@@ -61,8 +68,10 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
@@ -73,10 +82,10 @@ from threadpoolctl import ThreadpoolController
 
 from mvr.index.base import SCALE_SAMPLE_ROWS, Exclusions, check_metric, top_k
 
-LAYOUT = 4
+LAYOUT = 5
 """Version of the saved folder's layout; a folder of another version is never loaded (2: the scale sample, and
 Bray-Curtis shortlisted by L2; 3: IVF-PQ refined on its float32 projections; 4: projections carry the residual,
-and an inverted file of them replaces IVF-PQ)."""
+and an inverted file of them replaces IVF-PQ; 5: wide rows' 8-bit codes rank the shortlist)."""
 
 FAISS_METRICS = {
     # scipy name: (space of the rows, FAISS metric there)
@@ -112,9 +121,10 @@ IVF_MIN_ROWS = 500_000
 HNSW_M = 16
 """Graph links per node: M16 held recall@5 0.999 at 100k with a reranked shortlist, and builds faster than M32."""
 HNSW_EF_CONSTRUCTION = 80
-IVF_NPROBE = 32
+IVF_NPROBE = 16
 """Lists an inverted file searches: at 1M visual rows (4,096 lists) 16, 32 and 64 all held the flat scan's recall,
-in 0.64 / 0.89 / 1.20 ms with 400 rows (docs/performance.md); 32 leaves a margin for less clustered catalogs."""
+in 0.64 / 0.89 / 1.20 ms with 400 rows (``bench_wide_index.py``), and 16 lost nothing against 32 or 64 on 200 other
+queries, noisier ones (recall@5 0.987 each; docs/performance.md)."""
 IVF_TRAIN_PER_LIST = 40
 """Sample rows per list that train an inverted file's centroids (FAISS warns below 39)."""
 SHORTLIST_MIN = 100
@@ -122,6 +132,11 @@ SHORTLIST_MIN = 100
 catalog."""
 SHORTLIST_MAX = 500
 WIDE_SHORTLIST = 2
+REFINE_EXTRA = 8
+"""Of a wide shortlist, the ``k + max(REFINE_EXTRA, k // 2)`` rows nearest by their 8-bit codes are read and
+measured exactly: on 200,000 of the 1M benchmark's visual rows the true five nearest were always among the ten
+nearest by the codes, and at 1M rows 20 rows found what the whole 400-row shortlist found (docs/performance.md); a
+full row read from a 10 GB file costs more than a whole shortlist of codes."""
 """Wide vectors rerank this many times the shortlist: 128 projected numbers keep less of a row than 136 whole
 ones. At 1M visual rows even a flat scan of the projections held recall@5 0.993 with 200 rows reranked, 1.000 with
 400 (``bench_wide_index.py``, docs/performance.md)."""
@@ -131,6 +146,7 @@ REBUILD_TOMBSTONES = 0.1
 _TINY = np.float32(1e-30)  # stands for 0 in FAISS's Canberra and Jensen-Shannon, whose 0/0 and 0 log 0 are NaN
 _PCA_FIT_ROWS = 2048  # rows that fit the principal axes: more change them little, and cost seconds
 _ADD_ROWS = 65_536  # rows transformed and added at once: bounds the float64 temporaries
+_SCRATCH_NUMBERS = 4_000_000  # numbers a thread's gather buffers hold at most (48 MB of float32 and float64)
 _MAX_SEGMENTS = 8  # vector files a saved folder may hold before a save merges them into one
 _THREADS = ThreadpoolController()  # after `import faiss`, so that it knows FAISS's OpenMP and OpenBLAS
 
@@ -259,6 +275,84 @@ class _Projection:
         return out
 
 
+class _Codes:
+    """Each wide row's 8-bit codes in the metric's space, which rank a shortlist before any full row is read.
+
+    Each dimension is cut into 255 equal steps between its smallest and largest value in the fitting sample (a
+    value outside is clipped). The squared euclidean distance from a query ``q`` to a coded row ``c`` is
+    ``||low - q||^2 + 2 c . ((low - q) * step) + ||c * step||^2``: the first term is the same for every row and the
+    last is kept per row, so that a shortlist's estimates are one product of its codes with one vector (0.6 ms for
+    400 rows of 2,560, where FAISS's scalar quantizer computed them one call a row in 1.4 ms).
+
+    Attributes
+    ----------
+    low, step : np.ndarray
+        float32 ``(d,)``.
+    """
+
+    def __init__(self, low: np.ndarray, step: np.ndarray, codes: np.ndarray, norms: np.ndarray) -> None:
+        self.low = np.ascontiguousarray(low, dtype=np.float32)
+        self.step = np.ascontiguousarray(step, dtype=np.float32)
+        self._codes = codes  # uint8 (capacity, d): rows beyond len(self) are room for adds
+        self._norms = norms  # float32 (capacity,): ||c * step||^2
+        self._count = len(norms)
+        self._scratch = threading.local()
+
+    def __len__(self) -> int:
+        return self._count
+
+    @classmethod
+    def fit(cls, sample: np.ndarray) -> _Codes:
+        """Steps from ``sample`` ``(m, d)`` (the metric's space), holding no rows yet."""
+        dims = sample.shape[1]
+        low = sample.min(axis=0) if len(sample) else np.zeros(dims)
+        high = sample.max(axis=0) if len(sample) else np.ones(dims)
+        step = np.where(high > low, (high - low) / 255.0, 1.0)
+        return cls(low, step, np.zeros((0, dims), dtype=np.uint8), np.zeros(0, dtype=np.float32))
+
+    @property
+    def codes(self) -> np.ndarray:
+        """uint8 ``(n, d)``."""
+        return self._codes[:self._count]
+
+    @property
+    def norms(self) -> np.ndarray:
+        """float32 ``(n,)``."""
+        return self._norms[:self._count]
+
+    def append(self, rows: np.ndarray) -> None:
+        """Code float32 ``rows`` ``(n, d)`` (the metric's space) after those held."""
+        wanted = self._count + len(rows)
+        if wanted > len(self._codes):
+            # An eighth more room: adds come a few videos at a time, and a 1M-row copy is 2.5 GB.
+            capacity = wanted + wanted // 8 if self._count else wanted
+            codes = np.empty((capacity, self._codes.shape[1]), dtype=np.uint8)
+            codes[:self._count] = self.codes
+            norms = np.empty(capacity, dtype=np.float32)
+            norms[:self._count] = self.norms
+            self._codes, self._norms = codes, norms
+        coded = np.clip(np.rint((rows - self.low) / self.step), 0, 255).astype(np.uint8)
+        self._codes[self._count:wanted] = coded
+        self._norms[self._count:wanted] = np.square(coded * self.step).sum(axis=1, dtype=np.float64)
+        self._count = wanted
+
+    def nearest(self, query: np.ndarray, slots: np.ndarray, keep: int) -> np.ndarray:
+        """Positions in ``slots`` of the ``keep`` rows nearest to float32 ``query`` ``(d,)`` by their codes."""
+        if slots.size <= keep:
+            return np.arange(slots.size)
+        scratch = self._scratch
+        if getattr(scratch, "rows", -1) < slots.size:
+            scratch.codes = np.empty((slots.size, self.low.size), dtype=np.uint8)
+            scratch.wide = np.empty((slots.size, self.low.size), dtype=np.float32)
+            scratch.rows = slots.size
+        codes, wide = scratch.codes[:slots.size], scratch.wide[:slots.size]
+        np.take(self._codes, slots, axis=0, out=codes)
+        np.copyto(wide, codes)
+        offset = self.low - query
+        estimates = wide @ (2.0 * offset * self.step) + self._norms[slots]
+        return np.argsort(estimates, kind="stable")[:keep]
+
+
 class _Rows:
     """The stored vectors, one row per slot, in segments: those mapped from a saved folder's files (which never
     change once written, so that a later save links them instead of copying), and those appended since.
@@ -277,6 +371,8 @@ class _Rows:
         self.dtype = np.dtype(dtype)
         self.dims = dims
         self._starts = np.cumsum([0] + [len(segment) for segment in segments])
+        self._scratch = threading.local()  # per thread: gather's buffers
+        self._handles: dict[int, int] = {}  # segment number -> file descriptor, for gather's reads
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -287,7 +383,8 @@ class _Rows:
         self._starts = np.append(self._starts, self._starts[-1] + len(rows))
 
     def take(self, slots: np.ndarray, dtype: np.dtype = np.float64) -> np.ndarray:
-        """``dtype`` ``(len(slots), d)``: only these rows are read (a memory map reads their pages only)."""
+        """``dtype`` ``(len(slots), d)``, a new array: only these rows are read (a memory map reads their pages
+        only)."""
         slots = np.asarray(slots, dtype=np.int64)
         if len(self.segments) == 1:
             return self.segments[0][slots].astype(dtype)
@@ -297,6 +394,60 @@ class _Rows:
             chosen = where == number
             out[chosen] = self.segments[number][slots[chosen] - self._starts[number]]
         return out
+
+    def gather(self, slots: np.ndarray) -> np.ndarray:
+        """float64 ``(len(slots), d)``: the rows ``slots``, in this thread's scratch buffers, valid until its next
+        call; a new array when they would pass :data:`_SCRATCH_NUMBERS` numbers.
+
+        A query's rerank reads a few hundred rows of a file far larger than the CPU's caches. Taking them through
+        the memory map into new arrays cost more than the distances: each new page of the map and of the fresh
+        float32 and float64 arrays is a page fault (400 rows of 2,560 numbers from a 10 GB file: 13-18 ms, where
+        reading them with ``preadv`` into buffers kept from one query to the next took 1.9 ms, on this
+        virtual machine, docs/performance.md). Rows of a page or more in a saved segment are read from its file, in
+        file order; narrower ones (several share a page, which stays mapped) and those appended since through the
+        map or from memory.
+        """
+        slots = np.asarray(slots, dtype=np.int64)
+        if slots.size == 0 or slots.size * self.dims > _SCRATCH_NUMBERS:
+            return self.take(slots)
+        scratch = self._scratch
+        if getattr(scratch, "rows", -1) < slots.size:
+            scratch.stored = np.empty((slots.size, self.dims), dtype=self.dtype)
+            scratch.wide = np.empty((slots.size, self.dims), dtype=np.float64)
+            scratch.rows = slots.size
+        stored, wide = scratch.stored[:slots.size], scratch.wide[:slots.size]
+        where = np.searchsorted(self._starts, slots, side="right") - 1
+        row_bytes = self.dims * self.dtype.itemsize
+        view = memoryview(stored).cast("B")
+        for number in np.unique(where):
+            chosen = np.flatnonzero(where == number)
+            local = slots[chosen] - self._starts[number]
+            handle = self._handle(number) if row_bytes >= mmap.PAGESIZE else None
+            if handle is None:  # held in memory, or narrow rows: several share a page of the map
+                stored[chosen] = self.segments[number][local]
+                continue
+            order = np.argsort(local, kind="stable")
+            for place, row in zip(chosen[order].tolist(), local[order].tolist(), strict=True):
+                if os.preadv(handle, [view[place * row_bytes:(place + 1) * row_bytes]], row * row_bytes) < row_bytes:
+                    raise OSError(f"{self.files[number]}: shorter than its {len(self.segments[number])} rows")
+        np.copyto(wide, stored)
+        return wide
+
+    def _handle(self, number: int) -> int | None:
+        """A descriptor of segment ``number``'s file, opened once; None for a segment held in memory."""
+        if self.files[number] is None:
+            return None
+        handles = self._handles
+        if number not in handles:
+            handles[number] = os.open(self.files[number], os.O_RDONLY)
+        return handles[number]
+
+    def __del__(self) -> None:
+        for handle in getattr(self, "_handles", {}).values():
+            try:
+                os.close(handle)
+            except OSError:
+                pass
 
 
 class FaissSearcher:
@@ -318,8 +469,8 @@ class FaissSearcher:
     """
 
     def __init__(self, *, metric: str, kind: str, dims: int, index: faiss.Index, pca: _Projection | None,
-                 rows: _Rows, slot_ids: np.ndarray, dead: np.ndarray, usable: np.ndarray, sample_slots: np.ndarray,
-                 fit_rows: int, auto: bool, threads: int) -> None:
+                 codes: _Codes | None, rows: _Rows, slot_ids: np.ndarray, dead: np.ndarray, usable: np.ndarray,
+                 sample_slots: np.ndarray, fit_rows: int, auto: bool, threads: int) -> None:
         self.metric = metric
         self.kind = kind
         self.dims = dims
@@ -327,6 +478,7 @@ class FaissSearcher:
         self._space, self._faiss_metric = FAISS_METRICS[metric]
         self._index = index
         self._pca = pca
+        self._codes = codes  # wide rows only: their 8-bit codes, ranking the shortlist
         self._rows = rows
         self._slot_ids = slot_ids  # int64 (slots,): the video id of each FAISS label (labels are slots)
         self._dead = dead  # bool (slots,): tombstones
@@ -412,6 +564,7 @@ class FaissSearcher:
                 faiss_metric = faiss.METRIC_L2
             width = dims if pca is None else pca.width
             index = _new_index(kind, width, faiss_metric, n)
+            codes = None if pca is None else _Codes.fit(sample_rows[sample_usable])
             store_dtype = np.float16 if storage == "float16" else np.float32
             rows = _Rows([np.ascontiguousarray(vectors, dtype=store_dtype)], [None], store_dtype, dims)
             usable = np.zeros(n, dtype=bool)
@@ -419,6 +572,8 @@ class FaissSearcher:
             for start in range(0, n, _ADD_ROWS):
                 moved, usable[start:start + _ADD_ROWS] = _transform(vectors[start:start + _ADD_ROWS], space)
                 added[start:start + _ADD_ROWS] = moved if pca is None else pca.apply(moved)
+                if codes is not None:
+                    codes.append(moved)
             if not index.is_trained:
                 # An inverted file's centroids, from the rows as it holds them: IVF_TRAIN_PER_LIST for each list.
                 held = np.flatnonzero(usable)
@@ -428,7 +583,8 @@ class FaissSearcher:
             # 2.2 ms a query; one add: 1.0, 1.6 ms; docs/performance.md). The rows are still transformed in chunks.
             index.add(added)
             del added
-        return cls(metric=metric, kind=kind, dims=dims, index=index, pca=pca, rows=rows, slot_ids=ids.copy(),
+        return cls(metric=metric, kind=kind, dims=dims, index=index, pca=pca, codes=codes, rows=rows,
+                   slot_ids=ids.copy(),
                    dead=np.zeros(n, dtype=bool), usable=usable, sample_slots=sample_slots.astype(np.int64),
                    fit_rows=n, auto=auto, threads=threads)
 
@@ -453,6 +609,8 @@ class FaissSearcher:
             for start in range(0, ids.size, _ADD_ROWS):
                 moved, usable[start:start + _ADD_ROWS] = _transform(vectors[start:start + _ADD_ROWS], self._space)
                 self._index.add(moved if self._pca is None else self._pca.apply(moved))
+                if self._codes is not None:
+                    self._codes.append(moved)
         self._rows.append(vectors)
         self._slot_ids = np.concatenate([self._slot_ids, ids])
         self._dead = np.concatenate([self._dead, np.zeros(ids.size, dtype=bool)])
@@ -519,6 +677,7 @@ class FaissSearcher:
         if size == 0:
             return top_k(np.full((queries.shape[0], 0), np.inf), np.zeros(0, dtype=np.int64), k)
         slots = self._shortlist(queries, size)
+        moved = None if self._codes is None else _transform(queries, self._space)[0]
         candidates = np.where(slots >= 0, self._slot_ids[slots], -1)
         distances = np.full(slots.shape, np.nan)
         beyond = size < self._searchable_count  # rows outside the shortlist might still have a distance
@@ -527,7 +686,11 @@ class FaissSearcher:
             found = slots[number] >= 0
             if blocked is not None and blocked[number].size:
                 found &= ~np.isin(candidates[number], blocked[number])
-            exact = distances[number, found] = self._exact(query, slots[number, found])
+            if moved is not None:
+                chosen = np.flatnonzero(found)
+                found = np.zeros_like(found)
+                found[chosen[self._codes.nearest(moved[number], slots[number, chosen], _rows_measured(k))]] = True
+            exact = distances[number, found] = self._exact(query, self._rows.gather(slots[number, found]))
             finite = exact[np.isfinite(exact)]
             if (finite.size < k and beyond) or (finite.size > 1 and np.ptp(finite) == 0):
                 undecided.append(number)
@@ -545,7 +708,7 @@ class FaissSearcher:
         if blocked is not None and blocked.size:
             slots = slots[~np.isin(self._slot_ids[slots], blocked)]
         parts = np.array_split(slots, max(1, slots.size // _ADD_ROWS))  # bounds the float64 rows read at once
-        distances = np.concatenate([self._exact(query, part) for part in parts])
+        distances = np.concatenate([self._exact(query, self._rows.take(part)) for part in parts])
         found, ids = top_k(distances[None], self._slot_ids[slots], k)
         return found[0], ids[0]
 
@@ -593,7 +756,8 @@ class FaissSearcher:
             arrays = {"slot_ids": self._slot_ids, "dead": self._dead, "usable": self._usable,
                       "sample_slots": self._sample_slots}
             if self._pca is not None:
-                arrays.update(pca_mean=self._pca.mean, pca_axes=self._pca.axes)
+                arrays.update(pca_mean=self._pca.mean, pca_axes=self._pca.axes, code_low=self._codes.low,
+                              code_step=self._codes.step, codes=self._codes.codes, code_norms=self._codes.norms)
             for name, array in arrays.items():
                 np.save(temporary / f"{name}.npy", array, allow_pickle=False)
             record = {
@@ -632,14 +796,18 @@ class FaissSearcher:
         try:
             with _THREADS.limit(limits=threads):
                 index = faiss.read_index(str(folder / "index.faiss"))
-            pca = None
+            pca = codes = None
             if record["pca"]:
                 pca = _Projection(np.load(folder / "pca_mean.npy"), np.load(folder / "pca_axes.npy"))
+                codes = _Codes(*(np.load(folder / f"{name}.npy", allow_pickle=False)
+                                 for name in ("code_low", "code_step", "codes", "code_norms")))
         except (OSError, KeyError, TypeError, ValueError, RuntimeError):
             return None
-        if index.ntotal != len(rows) or record["metric"] not in FAISS_METRICS:
+        if (index.ntotal != len(rows) or record["metric"] not in FAISS_METRICS
+                or (codes is not None and (len(codes) != len(rows) or codes.codes.shape[1] != rows.dims))):
             return None
-        return cls(metric=record["metric"], kind=record["kind"], dims=rows.dims, index=index, pca=pca, rows=rows,
+        return cls(metric=record["metric"], kind=record["kind"], dims=rows.dims, index=index, pca=pca,
+                   codes=codes, rows=rows,
                    slot_ids=arrays["slot_ids"], dead=arrays["dead"], usable=arrays["usable"],
                    sample_slots=arrays["sample_slots"], fit_rows=int(record["fit_rows"]), auto=bool(record["auto"]),
                    threads=threads)
@@ -670,7 +838,9 @@ class FaissSearcher:
         """Bytes the FAISS index and the projection hold in memory (the stored vectors are mapped apart)."""
         with _THREADS.limit(limits=self.threads):
             size = faiss.serialize_index(self._index).nbytes
-        return int(size + (0 if self._pca is None else self._pca.axes.nbytes + self._pca.mean.nbytes))
+        if self._pca is not None:
+            size += self._pca.axes.nbytes + self._pca.mean.nbytes + self._codes.codes.nbytes + self._codes.norms.nbytes
+        return int(size)
 
     # internals ---------------------------------------------------------------------------------------------------
 
@@ -711,10 +881,16 @@ class FaissSearcher:
         labels[usable] = found
         return labels
 
-    def _exact(self, query: np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """scipy's distances float64 ``(len(slots),)`` from one query to the stored rows ``slots``."""
+    def _exact(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """scipy's distances float64 ``(n,)`` from one query to float64 ``rows`` ``(n, d)``."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            return cdist(query[None, :], self._rows.take(slots), self.metric)[0]
+            return cdist(query[None, :], rows, self.metric)[0]
+
+
+def _rows_measured(k: int) -> int:
+    """Rows of a wide shortlist read in full and measured for ``k`` answers: the ``k`` nearest by the codes and
+    :data:`REFINE_EXTRA` more, or half as many more for a long answer (near-ties are what the codes misorder)."""
+    return k + max(REFINE_EXTRA, k // 2)
 
 
 def _auto_kind(rows: int, dims: int, metric: str) -> str:

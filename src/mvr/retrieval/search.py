@@ -15,13 +15,15 @@ as float64, which scipy computes in.
 
 On large catalogs (where a space has an approximate searcher) a fused search asks each space's searcher
 for a shortlist, ranks the union of the shortlists with the exact per-space distances, and puts each space on
-its scale with statistics from the searcher's fixed sample of the catalog (saved with its index); ``exact=True``
-scans everything instead. ``docs/performance.md`` gives the times and the recall.
+its scale with statistics from the searcher's fixed sample of the catalog (saved with its index); the shortlists
+grow from short ones only while a video outside them could still rank (:func:`_rank_fused_shortlist`);
+``exact=True`` scans everything instead. ``docs/performance.md`` gives the times and the recall.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,9 @@ from mvr.retrieval.fusion import (
 from mvr.retrieval.ranking import farther_share, first_k
 from mvr.store import Catalog
 
-# Rows per fused shortlist from each space, at the least.
+# Rows per fused shortlist from each space: the first try, and the most (the threshold algorithm's shortlists grow
+# from the first to the most while a video outside them could still rank).
+_FUSED_FIRST = 25
 _FUSED_SHORTLIST = 200
 
 
@@ -293,13 +297,37 @@ def _rank_fused_shortlist(
     """Late fusion on a large catalog: each space's shortlist, their union ranked with exact distances.
 
     A space with a learned projection is shortlisted by its searcher on the stored vectors, and the union is
-    ranked in the projection. Each space's z-scores take the mean and spread of its exact distances to the space
+    ranked in the projection. Each space's z-scores take the mean and spread of its distances to the space
     searcher's fixed sample (:meth:`mvr.index.base.Searcher.sample`, the pool's videos among it), which estimate
     those over the whole pool: the union's fused scores are then on the same scale as the exhaustive ones. Only
     the union's rows and the sample are read: nothing here is proportional to the catalog (``excluded``: the ids
     left out, int64).
+
+    Where every space's shortlist comes with the fused metric's distances and no weight is negative, the shortlists
+    start short and grow only while a video outside all of them could still rank (Fagin's threshold algorithm): a
+    video missing from a space's shortlist is at least as far as the shortlist's last one, so the last ones'
+    fused score bounds every unseen video's, and a video found in one shortlist has its other distances read only
+    if that bound lets it reach the first ``k``.
     """
-    size = max(_FUSED_SHORTLIST, 4 * k)
+    scales = {space: _scale(searchers[space], space, fusion, fusion.metric_of(space, metric), query[space],
+                            pool, excluded) for space in pool.spaces}
+    bounded = all(space not in fusion.projections and searchers[space].metric == fusion.metric_of(space, metric)
+                  and fusion.weights[space] >= 0 for space in pool.spaces)
+    most = max(_FUSED_SHORTLIST, 4 * k)
+    size = min(most, max(_FUSED_FIRST, 4 * k)) if bounded else most
+    while True:
+        ranked, settled = _rank_union(query, pool, metric, fusion, k, excluded, searchers, scales, size, bounded)
+        if settled or size >= most:
+            return ranked
+        size = min(most, 4 * size)
+
+
+def _rank_union(
+    query: dict[str, np.ndarray], pool: Pool, metric: str, fusion: Fusion, k: int, excluded: np.ndarray,
+    searchers: Mapping[str, Searcher], scales: dict[str, tuple[np.ndarray, np.ndarray]], size: int, bounded: bool,
+) -> tuple[Ranked, bool]:
+    """The first ``k`` of the union of each space's ``size``-long shortlist, and whether no video outside the
+    union can rank among them (always True unless ``bounded``)."""
     shortlists = {}
     for space in pool.spaces:
         found, ids = searchers[space].search(query[space][None], size)
@@ -310,32 +338,114 @@ def _rank_fused_shortlist(
     rows = np.searchsorted(pool.ids, candidates)
     rows = rows[_held(pool.ids, rows, candidates)]
     union = pool.ids[rows]
-    parts, scales = {}, {}
+    parts, missing, last = {}, {}, {}
     for space in pool.spaces:
-        space_metric = fusion.metric_of(space, metric)
-        measured = fusion.vectors_of(space, query[space])
         parts[space] = np.full((1, rows.size), np.nan)
-        missing = np.ones(rows.size, dtype=bool)
-        if space not in fusion.projections and searchers[space].metric == space_metric:
+        missing[space] = np.ones(rows.size, dtype=bool)
+        if space not in fusion.projections and searchers[space].metric == fusion.metric_of(space, metric):
             # The space's own shortlist came with scipy's distances in this metric: only the other spaces'
-            # candidates are read and measured here (a 2,560-wide row is 10 kB of the mapped file).
+            # candidates are measured here (a 2,560-wide row is 10 kB of the mapped file).
             shortlisted, found = shortlists[space]
             places = np.searchsorted(union, shortlisted)
             held = _held(union, places, shortlisted)
             parts[space][0, places[held]] = found[held]
-            missing[places[held]] = False
-        parts[space][:, missing] = ExactSearcher(
-            union[missing], fusion.vectors_of(space, pool.matrices[space][rows[missing]]), space_metric,
-        ).distances(measured)
-        sample_ids, sample_rows = searchers[space].sample()
-        scale = ExactSearcher(sample_ids, fusion.vectors_of(space, sample_rows), space_metric).distances(measured)
-        # The sample's videos outside the pool, or left out of this query, are not its candidates.
-        scale[:, ~_held(pool.ids, np.searchsorted(pool.ids, sample_ids), sample_ids)
-              | np.isin(sample_ids, excluded)] = np.nan
-        scales[space] = row_statistics(scale)
-    left_out = int(_held(pool.ids, np.searchsorted(pool.ids, excluded), excluded).sum())
-    outside = pool.ids.size - left_out - rows.size
-    return _ranked(combine(parts, fusion, scales), union, metric, k, outside)
+            missing[space][places[held]] = False
+        # A full shortlist's last distance bounds every video it left out; a short one left out only videos
+        # without a finite distance.
+        distances_found = shortlists[space][1]
+        last[space] = distances_found[-1] if distances_found.size == size else np.inf
+
+    def measure(chosen: np.ndarray) -> None:
+        for space in pool.spaces:
+            wanted = chosen[missing[space][chosen]]
+            if wanted.size:
+                parts[space][:, wanted] = ExactSearcher(
+                    union[wanted], fusion.vectors_of(space, pool.matrices[space][rows[wanted]]),
+                    fusion.metric_of(space, metric),
+                ).distances(fusion.vectors_of(space, query[space]))
+                missing[space][wanted] = False
+
+    if not bounded:
+        measure(np.arange(rows.size))
+        return _ranked(combine(parts, fusion, scales), union, metric, k, _outside(pool, excluded, rows)), True
+    # Unmeasured distances stand at their lower bound (the shortlist's last): a video whose bounded score cannot
+    # reach the k-th measured one is left as it stands.
+    bound = combine({space: np.where(missing[space], last[space], parts[space]) for space in pool.spaces},
+                    fusion, scales).total[0]
+    order = np.argsort(np.where(np.isnan(bound), np.inf, bound), kind="stable")
+    measure(order[:k])
+    threshold = _kth(combine(parts, fusion, scales).total[0], k)
+    measure(np.flatnonzero(bound <= threshold))
+    found = combine({space: np.where(missing[space], last[space], parts[space]) for space in pool.spaces},
+                    fusion, scales)
+    unseen = combine({space: np.array([[last[space]]]) for space in pool.spaces}, fusion, scales).total[0, 0]
+    settled = bool(_kth(found.total[0], k) < unseen)
+    return _ranked(found, union, metric, k, _outside(pool, excluded, rows)), settled
+
+
+def _kth(total: np.ndarray, k: int) -> float:
+    """The ``k``-th smallest finite value of ``total`` (inf when fewer)."""
+    finite = np.sort(total[np.isfinite(total)])
+    return float(finite[k - 1]) if finite.size >= k else np.inf
+
+
+def _outside(pool: Pool, excluded: np.ndarray, rows: np.ndarray) -> int:
+    """The pool's candidates a shortlist union (``rows``) left out, the excluded ids apart."""
+    return int(pool.ids.size - _held(pool.ids, np.searchsorted(pool.ids, excluded), excluded).sum() - rows.size)
+
+
+def _scale(searcher: Searcher, space: str, fusion: Fusion, metric: str, query: np.ndarray, pool: Pool,
+           excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and spread ``(1, 1)`` each of ``query``'s distances in ``space`` to the searcher's sample."""
+    sample_ids, sample_rows = searcher.sample()
+    if space in fusion.projections or metric not in _SAMPLE_METRICS:
+        scale = ExactSearcher(sample_ids, fusion.vectors_of(space, sample_rows), metric).distances(
+            fusion.vectors_of(space, query))
+    else:
+        scale = _estimate_sample_distances(searcher, metric, query)[None, :]
+    # The sample's videos outside the pool, or left out of this query, are not its candidates.
+    scale[:, ~_held(pool.ids, np.searchsorted(pool.ids, sample_ids), sample_ids) | np.isin(sample_ids, excluded)] \
+        = np.nan
+    return row_statistics(scale)
+
+
+_SAMPLE_METRICS = ("cosine", "correlation", "euclidean")
+_prepared_samples: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # searcher -> {metric: prepared}
+_prepared_lock = threading.Lock()
+
+
+def _estimate_sample_distances(searcher: Searcher, metric: str, query: np.ndarray) -> np.ndarray:
+    """float64 ``(m,)``: ``query``'s distances to the searcher's sample, as one float32 matrix product.
+
+    They only estimate a mean and a spread: float32 rounding (about 1e-6 here) is far below the sample's own error
+    (2%), and a 1,024 x 2,560 sample took scipy 1.8 ms a query against 0.44 ms (docs/performance.md). The rows are
+    prepared once per searcher and metric (unit rows for cosine, centred unit rows for correlation, with their
+    squared norms for euclidean), and again when the searcher's sample changes.
+    """
+    sample_rows = searcher.sample()[1]
+    with _prepared_lock:
+        prepared = _prepared_samples.setdefault(searcher, {}).get(metric)
+    if prepared is None or prepared[0] is not sample_rows:
+        rows = np.array(sample_rows, dtype=np.float64)
+        if metric == "correlation":
+            rows -= rows.mean(axis=1, keepdims=True)
+        norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+        if metric != "euclidean":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rows /= norms[:, None]  # a row without a direction gets NaN, as scipy gives it
+        prepared = (sample_rows, np.ascontiguousarray(rows, dtype=np.float32), norms ** 2)
+        with _prepared_lock:
+            _prepared_samples[searcher][metric] = prepared
+    _, rows, squared_norms = prepared
+    query = np.asarray(query, dtype=np.float64)
+    if metric == "correlation":
+        query = query - query.mean()
+    length = float(np.sqrt(query @ query))
+    if metric == "euclidean":
+        products = rows @ query.astype(np.float32)
+        return np.sqrt(np.maximum(squared_norms - 2.0 * products + length ** 2, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - (rows @ (query / length).astype(np.float32)).astype(np.float64)
 
 
 def _held(ids: np.ndarray, rows: np.ndarray, wanted: np.ndarray) -> np.ndarray:
