@@ -270,6 +270,36 @@ def test_wide_rows_codes_and_file_reads_follow_saves_and_adds(tmp_path):
     np.testing.assert_array_equal(again.search(queries, K)[1], found)
 
 
+def test_equal_wide_rows_past_the_measured_ones_still_tie_by_id():
+    # 30 equal rows (a catalog's black frames, say) just behind the nearest: more than the codes' measured rows,
+    # and all with the same codes; the five nearest are the near one and the tied rows of lowest id.
+    generator = np.random.default_rng(0)
+    rows = generator.normal(size=(3000, 512)).astype(np.float32)
+    query = generator.normal(size=512)
+    rows[generator.choice(np.arange(1, 3000), 30, replace=False)] = query + 0.5 * generator.normal(size=512)
+    rows[0] = query + 0.3 * generator.normal(size=512)
+    ids = np.arange(3000, dtype=np.int64)[::-1].copy()  # the slot order is not the id order
+    searcher = FaissSearcher.build(ids, rows, "euclidean", kind="hnsw")
+    got = searcher.search(query[None], K)
+    expected = exact(query[None], ids, rows, "euclidean")
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[0], expected[0])
+
+
+def test_a_loaded_searcher_reads_its_own_rows_after_its_folder_is_replaced(tmp_path):
+    generator = np.random.default_rng(1)
+    first, second = generator.random((2, 2000, 1024)).astype(np.float32)  # rows of a page: read with preadv
+    ids = np.arange(2000, dtype=np.int64)
+    FaissSearcher.build(ids, first, "cosine", kind="hnsw").save(tmp_path / "visual", meta={})
+    served = FaissSearcher.load(tmp_path / "visual")
+    # Another process saves a new index in its place (`mvr reindex`): the loaded one keeps answering from its rows.
+    FaissSearcher.build(ids, second, "cosine", kind="hnsw").save(tmp_path / "visual", meta={})
+    queries = first[:3].astype(np.float64) + 0.01
+    distances, found = served.search(queries, K)
+    truth = cdist(queries, first.astype(np.float64), "cosine")
+    np.testing.assert_array_equal(distances, np.take_along_axis(truth, found, axis=1))
+
+
 def test_a_folder_of_another_layout_or_cut_short_is_not_loaded(tmp_path, narrow):
     ids, rows, _ = narrow
     FaissSearcher.build(ids[:500], rows[:500], "cosine").save(tmp_path / "v", meta={"generation": 3})

@@ -160,11 +160,12 @@ def test_fused_shortlists_grow_only_while_an_unseen_video_could_rank(agreeing: b
 def test_scale_sample_distances_in_float32_are_scipys_to_rounding(vectors: dict[str, np.ndarray], metric: str,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(faiss_index, "SCALE_SAMPLE_ROWS", ROWS)  # every row, the one without a direction too
-    matrix = vectors["visual"][:ROWS].copy()
+    # Far from the origin, as a space's numbers can be: a float32 |r|^2 - 2 r.q + |q|^2 would cancel away.
+    matrix = vectors["visual"][:ROWS] + 1000.0
     matrix[7] = 0.0
     searcher = build_searcher(IDS, matrix, metric)
     sample_rows = searcher.sample()[1]
-    for query in vectors["visual"][ROWS:ROWS + 3]:
+    for query in vectors["visual"][ROWS:ROWS + 3] + 1000.0:
         estimated = search_module._estimate_sample_distances(searcher, metric, query)
         with np.errstate(divide="ignore", invalid="ignore"):
             expected = cdist(query[None], sample_rows, metric)[0]

@@ -74,6 +74,7 @@ import shutil
 import threading
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 import faiss
 import numpy as np
@@ -146,6 +147,7 @@ REBUILD_TOMBSTONES = 0.1
 _TINY = np.float32(1e-30)  # stands for 0 in FAISS's Canberra and Jensen-Shannon, whose 0/0 and 0 log 0 are NaN
 _PCA_FIT_ROWS = 2048  # rows that fit the principal axes: more change them little, and cost seconds
 _ADD_ROWS = 65_536  # rows transformed and added at once: bounds the float64 temporaries
+_PREADV = hasattr(os, "preadv")  # not on Windows: rows are then read through the map
 _SCRATCH_NUMBERS = 4_000_000  # numbers a thread's gather buffers hold at most (48 MB of float32 and float64)
 _MAX_SEGMENTS = 8  # vector files a saved folder may hold before a save merges them into one
 _THREADS = ThreadpoolController()  # after `import faiss`, so that it knows FAISS's OpenMP and OpenBLAS
@@ -290,25 +292,26 @@ class _Codes:
         float32 ``(d,)``.
     """
 
-    def __init__(self, low: np.ndarray, step: np.ndarray, codes: np.ndarray, norms: np.ndarray) -> None:
+    def __init__(self, low: np.ndarray, step: np.ndarray, codes: np.ndarray, norms: np.ndarray,
+                 count: int | None = None) -> None:
         self.low = np.ascontiguousarray(low, dtype=np.float32)
         self.step = np.ascontiguousarray(step, dtype=np.float32)
         self._codes = codes  # uint8 (capacity, d): rows beyond len(self) are room for adds
         self._norms = norms  # float32 (capacity,): ||c * step||^2
-        self._count = len(norms)
+        self._count = len(norms) if count is None else count
         self._scratch = threading.local()
 
     def __len__(self) -> int:
         return self._count
 
     @classmethod
-    def fit(cls, sample: np.ndarray) -> _Codes:
-        """Steps from ``sample`` ``(m, d)`` (the metric's space), holding no rows yet."""
+    def fit(cls, sample: np.ndarray, capacity: int) -> _Codes:
+        """Steps from ``sample`` ``(m, d)`` (the metric's space), holding no rows yet, with room for ``capacity``."""
         dims = sample.shape[1]
         low = sample.min(axis=0) if len(sample) else np.zeros(dims)
         high = sample.max(axis=0) if len(sample) else np.ones(dims)
         step = np.where(high > low, (high - low) / 255.0, 1.0)
-        return cls(low, step, np.zeros((0, dims), dtype=np.uint8), np.zeros(0, dtype=np.float32))
+        return cls(low, step, np.empty((capacity, dims), dtype=np.uint8), np.empty(capacity, dtype=np.float32), 0)
 
     @property
     def codes(self) -> np.ndarray:
@@ -325,7 +328,7 @@ class _Codes:
         wanted = self._count + len(rows)
         if wanted > len(self._codes):
             # An eighth more room: adds come a few videos at a time, and a 1M-row copy is 2.5 GB.
-            capacity = wanted + wanted // 8 if self._count else wanted
+            capacity = wanted + wanted // 8
             codes = np.empty((capacity, self._codes.shape[1]), dtype=np.uint8)
             codes[:self._count] = self.codes
             norms = np.empty(capacity, dtype=np.float32)
@@ -337,7 +340,9 @@ class _Codes:
         self._count = wanted
 
     def nearest(self, query: np.ndarray, slots: np.ndarray, keep: int) -> np.ndarray:
-        """Positions in ``slots`` of the ``keep`` rows nearest to float32 ``query`` ``(d,)`` by their codes."""
+        """Positions in ``slots`` of the ``keep`` rows nearest to float32 ``query`` ``(d,)`` by their codes, and of
+        every row whose codes tie with the last of them (equal rows have equal codes: the exact rerank breaks their
+        tie by id only if it measures them all)."""
         if slots.size <= keep:
             return np.arange(slots.size)
         scratch = self._scratch
@@ -350,7 +355,7 @@ class _Codes:
         np.copyto(wide, codes)
         offset = self.low - query
         estimates = wide @ (2.0 * offset * self.step) + self._norms[slots]
-        return np.argsort(estimates, kind="stable")[:keep]
+        return np.flatnonzero(estimates <= np.partition(estimates, keep - 1)[keep - 1])
 
 
 class _Rows:
@@ -363,16 +368,20 @@ class _Rows:
         ``(rows, dims)`` each, in slot order.
     files : list of Path or None
         The file each segment is mapped from; None for one held in memory.
+    streams : list of file or None
+        Each mapped segment's open file, which :meth:`gather` reads: the file mapped, even after another process
+        has put a new folder in its place.
     """
 
-    def __init__(self, segments: list[np.ndarray], files: list[Path | None], dtype: np.dtype, dims: int) -> None:
+    def __init__(self, segments: list[np.ndarray], files: list[Path | None], streams: list[BinaryIO | None],
+                 dtype: np.dtype, dims: int) -> None:
         self.segments = segments
         self.files = files
+        self.streams = streams
         self.dtype = np.dtype(dtype)
         self.dims = dims
         self._starts = np.cumsum([0] + [len(segment) for segment in segments])
         self._scratch = threading.local()  # per thread: gather's buffers
-        self._handles: dict[int, int] = {}  # segment number -> file descriptor, for gather's reads
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -380,6 +389,7 @@ class _Rows:
     def append(self, rows: np.ndarray) -> None:
         self.segments.append(np.ascontiguousarray(rows, dtype=self.dtype))
         self.files.append(None)
+        self.streams.append(None)
         self._starts = np.append(self._starts, self._starts[-1] + len(rows))
 
     def take(self, slots: np.ndarray, dtype: np.dtype = np.float64) -> np.ndarray:
@@ -422,32 +432,16 @@ class _Rows:
         for number in np.unique(where):
             chosen = np.flatnonzero(where == number)
             local = slots[chosen] - self._starts[number]
-            handle = self._handle(number) if row_bytes >= mmap.PAGESIZE else None
-            if handle is None:  # held in memory, or narrow rows: several share a page of the map
+            stream = self.streams[number] if _PREADV and row_bytes >= mmap.PAGESIZE else None
+            if stream is None:  # held in memory, or narrow rows: several share a page of the map
                 stored[chosen] = self.segments[number][local]
                 continue
             order = np.argsort(local, kind="stable")
             for place, row in zip(chosen[order].tolist(), local[order].tolist(), strict=True):
-                if os.preadv(handle, [view[place * row_bytes:(place + 1) * row_bytes]], row * row_bytes) < row_bytes:
+                if os.preadv(stream.fileno(), [view[place * row_bytes:(place + 1) * row_bytes]], row * row_bytes) < row_bytes:
                     raise OSError(f"{self.files[number]}: shorter than its {len(self.segments[number])} rows")
         np.copyto(wide, stored)
         return wide
-
-    def _handle(self, number: int) -> int | None:
-        """A descriptor of segment ``number``'s file, opened once; None for a segment held in memory."""
-        if self.files[number] is None:
-            return None
-        handles = self._handles
-        if number not in handles:
-            handles[number] = os.open(self.files[number], os.O_RDONLY)
-        return handles[number]
-
-    def __del__(self) -> None:
-        for handle in getattr(self, "_handles", {}).values():
-            try:
-                os.close(handle)
-            except OSError:
-                pass
 
 
 class FaissSearcher:
@@ -564,9 +558,9 @@ class FaissSearcher:
                 faiss_metric = faiss.METRIC_L2
             width = dims if pca is None else pca.width
             index = _new_index(kind, width, faiss_metric, n)
-            codes = None if pca is None else _Codes.fit(sample_rows[sample_usable])
+            codes = None if pca is None else _Codes.fit(sample_rows[sample_usable], n)
             store_dtype = np.float16 if storage == "float16" else np.float32
-            rows = _Rows([np.ascontiguousarray(vectors, dtype=store_dtype)], [None], store_dtype, dims)
+            rows = _Rows([np.ascontiguousarray(vectors, dtype=store_dtype)], [None], [None], store_dtype, dims)
             usable = np.zeros(n, dtype=bool)
             added = np.empty((n, width), dtype=np.float32)
             for start in range(0, n, _ADD_ROWS):
@@ -945,11 +939,14 @@ def _read_saved(folder: Path) -> tuple[dict, _Rows, dict[str, np.ndarray]] | Non
 
 def _map_rows(folder: Path, suffix: str, counts: list[int], dims: int) -> _Rows:
     dtype = np.dtype(np.float16 if suffix == "f16" else np.float32)
-    files = [folder / f"vectors-{number}.{suffix}" for number in range(len(counts))]
-    # An empty file cannot be mapped; its segment is an empty array, which a later save writes again.
-    segments = [np.memmap(path, dtype=dtype, mode="r", shape=(count, dims)) if count else np.zeros((0, dims), dtype)
-                for path, count in zip(files, counts, strict=True)]
-    return _Rows(segments, [path if count else None for path, count in zip(files, counts, strict=True)], dtype, dims)
+    files = [folder / f"vectors-{number}.{suffix}" if count else None for number, count in enumerate(counts)]
+    # An empty file cannot be mapped; its segment is an empty array, which a later save writes again. Each file is
+    # opened once, and mapped and read through that opening.
+    streams = [None if path is None else open(path, "rb") for path in files]  # noqa: SIM115 (held by the rows)
+    segments = [np.zeros((0, dims), dtype) if stream is None else np.memmap(stream, dtype=dtype, mode="r",
+                                                                               shape=(count, dims))
+                for stream, count in zip(streams, counts, strict=True)]
+    return _Rows(segments, files, streams, dtype, dims)
 
 
 def _swap(new: Path, folder: Path) -> None:

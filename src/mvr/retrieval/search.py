@@ -69,7 +69,9 @@ class Ranked:
         float64 ``(m,)``: the share of the query's other candidates that are farther (:func:`farther_share`);
         None where only the first ``k`` were seen (one space's searcher).
     space_similarity : dict
-        Late fusion: space -> float64 ``(m,)``, the same share by that space's distance alone.
+        Late fusion: space -> float64 ``(m,)``, the same share by that space's distance alone. On a large catalog
+        an estimate: videos outside the shortlists count as farther, and a distance the threshold algorithm did not
+        measure counts at its bound (:func:`_rank_fused_shortlist`).
     tied_at_cut : bool
         The k-th result has the same distance as a candidate left out (:mod:`mvr.retrieval.ranking`).
     """
@@ -419,25 +421,26 @@ def _estimate_sample_distances(searcher: Searcher, metric: str, query: np.ndarra
 
     They only estimate a mean and a spread: float32 rounding (about 1e-6 here) is far below the sample's own error
     (2%), and a 1,024 x 2,560 sample took scipy 1.8 ms a query against 0.44 ms (docs/performance.md). The rows are
-    prepared once per searcher and metric (unit rows for cosine, centred unit rows for correlation, with their
-    squared norms for euclidean), and again when the searcher's sample changes.
+    prepared once per searcher and metric (unit rows for cosine, centred unit rows for correlation; for euclidean
+    the rows less their mean, whose squared norms are kept: without the mean, rows far from the origin lost the
+    distances to float32 cancellation), and again when the searcher's sample changes.
     """
     sample_rows = searcher.sample()[1]
     with _prepared_lock:
         prepared = _prepared_samples.setdefault(searcher, {}).get(metric)
     if prepared is None or prepared[0] is not sample_rows:
         rows = np.array(sample_rows, dtype=np.float64)
-        if metric == "correlation":
-            rows -= rows.mean(axis=1, keepdims=True)
+        centre = rows.mean(axis=0) if metric == "euclidean" else np.zeros(rows.shape[1])
+        rows -= rows.mean(axis=1, keepdims=True) if metric == "correlation" else centre
         norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
         if metric != "euclidean":
             with np.errstate(divide="ignore", invalid="ignore"):
                 rows /= norms[:, None]  # a row without a direction gets NaN, as scipy gives it
-        prepared = (sample_rows, np.ascontiguousarray(rows, dtype=np.float32), norms ** 2)
+        prepared = (sample_rows, np.ascontiguousarray(rows, dtype=np.float32), norms ** 2, centre)
         with _prepared_lock:
             _prepared_samples[searcher][metric] = prepared
-    _, rows, squared_norms = prepared
-    query = np.asarray(query, dtype=np.float64)
+    _, rows, squared_norms, centre = prepared
+    query = np.asarray(query, dtype=np.float64) - centre
     if metric == "correlation":
         query = query - query.mean()
     length = float(np.sqrt(query @ query))
