@@ -437,8 +437,9 @@ class _Rows:
                 stored[chosen] = self.segments[number][local]
                 continue
             order = np.argsort(local, kind="stable")
+            handle = stream.fileno()
             for place, row in zip(chosen[order].tolist(), local[order].tolist(), strict=True):
-                if os.preadv(stream.fileno(), [view[place * row_bytes:(place + 1) * row_bytes]], row * row_bytes) < row_bytes:
+                if os.preadv(handle, [view[place * row_bytes:(place + 1) * row_bytes]], row * row_bytes) < row_bytes:
                     raise OSError(f"{self.files[number]}: shorter than its {len(self.segments[number])} rows")
         np.copyto(wide, stored)
         return wide
