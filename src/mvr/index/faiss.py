@@ -671,8 +671,8 @@ class FaissSearcher:
         size = min(max(base, 2 * k) + extra, self._searchable_count)
         if size == 0:
             return top_k(np.full((queries.shape[0], 0), np.inf), np.zeros(0, dtype=np.int64), k)
-        slots = self._shortlist(queries, size)
-        moved = None if self._codes is None else _transform(queries, self._space)[0]
+        transformed = _transform(queries, self._space)
+        slots = self._shortlist(transformed, size)
         candidates = np.where(slots >= 0, self._slot_ids[slots], -1)
         distances = np.full(slots.shape, np.nan)
         beyond = size < self._searchable_count  # rows outside the shortlist might still have a distance
@@ -681,10 +681,11 @@ class FaissSearcher:
             found = slots[number] >= 0
             if blocked is not None and blocked[number].size:
                 found &= ~np.isin(candidates[number], blocked[number])
-            if moved is not None:
+            if self._codes is not None:
                 chosen = np.flatnonzero(found)
+                nearest = self._codes.nearest(transformed[0][number], slots[number, chosen], _rows_measured(k))
                 found = np.zeros_like(found)
-                found[chosen[self._codes.nearest(moved[number], slots[number, chosen], _rows_measured(k))]] = True
+                found[chosen[nearest]] = True
             exact = distances[number, found] = self._exact(query, self._rows.gather(slots[number, found]))
             finite = exact[np.isfinite(exact)]
             if (finite.size < k and beyond) or (finite.size > 1 and np.ptp(finite) == 0):
@@ -855,10 +856,11 @@ class FaissSearcher:
             self._bitmap = np.packbits(self._searchable, bitorder="little")
             self._selector = faiss.IDSelectorBitmap(self._searchable.size, faiss.swig_ptr(self._bitmap))
 
-    def _shortlist(self, queries: np.ndarray, size: int) -> np.ndarray:
-        """FAISS labels (slots) int64 ``(q, size)`` of each query's shortlist, -1 where none."""
-        moved, usable = _transform(queries, self._space)
-        labels = np.full((queries.shape[0], size), -1, dtype=np.int64)
+    def _shortlist(self, transformed: tuple[np.ndarray, np.ndarray], size: int) -> np.ndarray:
+        """FAISS labels (slots) int64 ``(q, size)`` of each query's shortlist, -1 where none, from the queries as
+        :func:`_transform` moves them into the metric's space (and which of them are usable there)."""
+        moved, usable = transformed
+        labels = np.full((moved.shape[0], size), -1, dtype=np.int64)
         if not usable.any():
             return labels  # a query without a transform has no finite distance to anything
         with _THREADS.limit(limits=self.threads):
