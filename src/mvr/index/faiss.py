@@ -277,6 +277,15 @@ class _Projection:
         return out
 
 
+def _thread_buffers(scratch: threading.local, rows: int, dims: int, dtypes: tuple) -> tuple[np.ndarray, ...]:
+    """This thread's ``(rows, dims)`` buffers, one per dtype in ``dtypes``: kept from one call to the next (a fresh
+    array's pages are page faults on every query), grown when a call needs more rows."""
+    if getattr(scratch, "rows", -1) < rows:
+        scratch.buffers = tuple(np.empty((rows, dims), dtype=dtype) for dtype in dtypes)
+        scratch.rows = rows
+    return tuple(buffer[:rows] for buffer in scratch.buffers)
+
+
 class _Codes:
     """Each wide row's 8-bit codes in the metric's space, which rank a shortlist before any full row is read.
 
@@ -345,12 +354,7 @@ class _Codes:
         tie by id only if it measures them all)."""
         if slots.size <= keep:
             return np.arange(slots.size)
-        scratch = self._scratch
-        if getattr(scratch, "rows", -1) < slots.size:
-            scratch.codes = np.empty((slots.size, self.low.size), dtype=np.uint8)
-            scratch.wide = np.empty((slots.size, self.low.size), dtype=np.float32)
-            scratch.rows = slots.size
-        codes, wide = scratch.codes[:slots.size], scratch.wide[:slots.size]
+        codes, wide = _thread_buffers(self._scratch, slots.size, self.low.size, (np.uint8, np.float32))
         np.take(self._codes, slots, axis=0, out=codes)
         np.copyto(wide, codes)
         offset = self.low - query
@@ -420,12 +424,7 @@ class _Rows:
         slots = np.asarray(slots, dtype=np.int64)
         if slots.size == 0 or slots.size * self.dims > _SCRATCH_NUMBERS:
             return self.take(slots)
-        scratch = self._scratch
-        if getattr(scratch, "rows", -1) < slots.size:
-            scratch.stored = np.empty((slots.size, self.dims), dtype=self.dtype)
-            scratch.wide = np.empty((slots.size, self.dims), dtype=np.float64)
-            scratch.rows = slots.size
-        stored, wide = scratch.stored[:slots.size], scratch.wide[:slots.size]
+        stored, wide = _thread_buffers(self._scratch, slots.size, self.dims, (self.dtype, np.float64))
         where = np.searchsorted(self._starts, slots, side="right") - 1
         row_bytes = self.dims * self.dtype.itemsize
         view = memoryview(stored).cast("B")
